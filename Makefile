@@ -1,0 +1,52 @@
+# Build, demo, test and benchmark entry points. See README.md.
+SHELL := /bin/bash
+CARGO ?= cargo
+GUEST_DIR := guest
+GUEST_OUT := target/guest
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: all build vmm guest demo test test-unit test-e2e lint bench deps clean
+
+all: build
+
+build: vmm guest
+
+vmm:
+	$(CARGO) build --release --bin stratovirt
+
+guest:
+	$(MAKE) -C $(GUEST_DIR) OUT=$(abspath $(GUEST_OUT))
+
+# Python environment for the end-to-end tests (pytest, qemu.qmp).
+$(PY): tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r tests/requirements.txt
+	touch $(PY)
+
+deps:
+	bash tools/install-deps.sh
+
+demo: build
+	bash tools/demo.sh
+
+test: deps build $(PY) lint test-unit test-e2e
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	bash tools/check-guest-isa.sh $(GUEST_OUT)
+
+test-unit:
+	$(CARGO) test --workspace
+	$(MAKE) -C $(GUEST_DIR) test
+
+test-e2e: $(PY)
+	$(PY) -m pytest -q tests/e2e
+
+bench: build $(PY)
+	$(PY) tests/bench/run.py
+
+clean:
+	$(CARGO) clean
+	rm -rf $(GUEST_DIR)/target

@@ -1,0 +1,104 @@
+//! The one validated configuration model that both the command line and the
+//! `-config` JSON file produce. Limits are checked once, in `validate`.
+
+use std::path::PathBuf;
+
+/// Default VM name when `-name` / `machine-config.name` is absent.
+pub const DEFAULT_VM_NAME: &str = "StratoVirt";
+/// Default number of vCPUs.
+pub const DEFAULT_VCPUS: u8 = 1;
+/// Default guest memory: 256 MiB.
+pub const DEFAULT_MEM_SIZE: u64 = 256 << 20;
+
+/// Every knob of one VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    pub name: String,
+    pub machine: MachineConfig,
+    pub boot: BootSource,
+    /// virtio-blk disks in command-line order: the first is `vda`.
+    pub drives: Vec<DriveConfig>,
+    /// virtio-net NICs in command-line order: the first is `eth0`.
+    pub nets: Vec<NetConfig>,
+    pub console: Option<ConsoleConfig>,
+    pub vsock: Option<VsockConfig>,
+    /// `-serial stdio` / `"serial": {"stdio": true}`.
+    pub serial: Option<SerialConfig>,
+    /// `-qmp unix:PATH,server,nowait` or `-api-channel unix:PATH`.
+    pub qmp: Option<QmpSocketConfig>,
+    pub process: ProcessConfig,
+    /// `-incoming file:/abs/dir`: start from a snapshot.
+    pub incoming: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MachineType {
+    Microvm,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineConfig {
+    pub kind: MachineType,
+    pub vcpus: u8,
+    /// Bytes.
+    pub mem_size: u64,
+    /// `-omit_vm_memory`, `omit_vm_memory: true`, `-machine dump-guest-core=off`.
+    pub omit_vm_memory: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootSource {
+    pub kernel: PathBuf,
+    pub cmdline: String,
+    pub initrd: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriveConfig {
+    pub id: String,
+    pub path: PathBuf,
+    pub read_only: bool,
+    /// O_DIRECT; StratoVirt's default is on.
+    pub direct: bool,
+    pub serial: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    pub id: String,
+    /// TAP device name on the host.
+    pub host_dev_name: String,
+    pub mac: Option<[u8; 6]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    pub id: String,
+    pub socket_path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsockConfig {
+    pub id: String,
+    pub guest_cid: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialConfig {
+    pub stdio: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QmpSocketConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProcessConfig {
+    /// `-D [FILE]`: `Some(None)` means "-D" with no file (stderr).
+    pub log_file: Option<Option<PathBuf>>,
+    pub pidfile: Option<PathBuf>,
+    pub daemonize: bool,
+    /// On unless `-disable-seccomp`.
+    pub seccomp: bool,
+}

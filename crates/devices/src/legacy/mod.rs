@@ -1,0 +1,9 @@
+//! Legacy PC devices on the port I/O bus.
+
+pub mod i8042;
+pub mod port_sink;
+pub mod serial;
+
+pub use i8042::I8042;
+pub use port_sink::{BootSignal, PortSink};
+pub use serial::{SerialDevice, SerialInput};

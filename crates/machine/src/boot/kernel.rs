@@ -1,0 +1,271 @@
+//! Loading the kernel image (raw `vmlinux.bin`, ELF vmlinux or bzImage) and the initrd.
+
+use crate::layout::{HIMEM_START, KERNEL_START, MMIO_HOLE_START};
+use linux_loader::loader::bootparam::setup_header;
+use linux_loader::loader::bzimage::BzImage;
+use linux_loader::loader::elf::Elf;
+use linux_loader::loader::KernelLoader;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+/// Errors loading the kernel or initrd, each naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot open {kind} {path}: {err}")]
+    Open {
+        kind: &'static str,
+        path: String,
+        err: std::io::Error,
+    },
+    #[error("{kind} {path} is empty")]
+    Empty { kind: &'static str, path: String },
+    #[error("cannot read {kind} {path}: {err}")]
+    Read {
+        kind: &'static str,
+        path: String,
+        err: std::io::Error,
+    },
+    #[error("kernel {path} is not a valid {format} image: {err}")]
+    Invalid {
+        path: String,
+        format: &'static str,
+        err: linux_loader::loader::Error,
+    },
+    #[error("{kind} {path} ({size} bytes) does not fit in guest memory at 0x{addr:x}")]
+    TooBig {
+        kind: &'static str,
+        path: String,
+        size: u64,
+        addr: u64,
+    },
+}
+
+/// The kernel formats we boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelFormat {
+    /// `objcopy -O binary` of vmlinux, loaded at 16 MiB and entered there in 64-bit mode.
+    Raw,
+    Elf,
+    BzImage,
+}
+
+/// What the loader learned about the kernel.
+#[derive(Debug, Clone)]
+pub struct LoadedKernel {
+    pub format: KernelFormat,
+    /// 64-bit entry point.
+    pub entry: u64,
+    /// First address after the kernel.
+    pub end: u64,
+    /// The bzImage setup header, to be copied into `boot_params`.
+    pub setup_header: Option<setup_header>,
+}
+
+/// Tells the format from the first bytes of the image.
+pub fn detect_format(head: &[u8]) -> KernelFormat {
+    if head.len() >= 4 && &head[0..4] == b"\x7fELF" {
+        KernelFormat::Elf
+    } else if head.len() >= 0x206 && &head[0x202..0x206] == b"HdrS" {
+        KernelFormat::BzImage
+    } else {
+        KernelFormat::Raw
+    }
+}
+
+fn open(kind: &'static str, path: &Path) -> Result<(File, u64), LoadError> {
+    let name = path.display().to_string();
+    let file = File::open(path).map_err(|err| LoadError::Open {
+        kind,
+        path: name.clone(),
+        err,
+    })?;
+    let size = file
+        .metadata()
+        .map_err(|err| LoadError::Read {
+            kind,
+            path: name.clone(),
+            err,
+        })?
+        .len();
+    if size == 0 {
+        return Err(LoadError::Empty { kind, path: name });
+    }
+    Ok((file, size))
+}
+
+/// Loads the kernel at `path` into `mem`.
+pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, LoadError> {
+    let name = path.display().to_string();
+    let (mut file, size) = open("kernel", path)?;
+    let mut head = vec![0u8; 0x400.min(size as usize)];
+    file.read_exact(&mut head)
+        .and_then(|_| file.seek(SeekFrom::Start(0)).map(|_| ()))
+        .map_err(|err| LoadError::Read {
+            kind: "kernel",
+            path: name.clone(),
+            err,
+        })?;
+    let format = detect_format(&head);
+    let highmem = Some(GuestAddress(HIMEM_START));
+    let invalid = |format: &'static str| {
+        let path = name.clone();
+        move |err| LoadError::Invalid { path, format, err }
+    };
+    match format {
+        KernelFormat::Elf => {
+            let r = Elf::load(mem, None, &mut file, highmem).map_err(invalid("ELF"))?;
+            Ok(LoadedKernel {
+                format,
+                entry: r.kernel_load.raw_value(),
+                end: r.kernel_end,
+                setup_header: None,
+            })
+        }
+        KernelFormat::BzImage => {
+            let r = BzImage::load(mem, None, &mut file, highmem).map_err(invalid("bzImage"))?;
+            let hdr = r.setup_header;
+            // The 64-bit entry is 0x200 past the start of the protected-mode code.
+            Ok(LoadedKernel {
+                format,
+                entry: r.kernel_load.raw_value() + 0x200,
+                end: r.kernel_end,
+                setup_header: hdr,
+            })
+        }
+        KernelFormat::Raw => {
+            let end = KERNEL_START + size;
+            if end > mem.last_addr().raw_value().min(MMIO_HOLE_START) {
+                return Err(LoadError::TooBig {
+                    kind: "kernel",
+                    path: name,
+                    size,
+                    addr: KERNEL_START,
+                });
+            }
+            mem.read_exact_volatile_from(GuestAddress(KERNEL_START), &mut file, size as usize)
+                .map_err(|e| LoadError::Read {
+                    kind: "kernel",
+                    path: name,
+                    err: std::io::Error::other(e.to_string()),
+                })?;
+            Ok(LoadedKernel {
+                format,
+                entry: KERNEL_START,
+                end,
+                setup_header: None,
+            })
+        }
+    }
+}
+
+/// Loads the initrd as high as allowed: page aligned, below `addr_max` and the end of low RAM,
+/// above the kernel. Returns (address, size).
+pub fn load_initrd(
+    mem: &GuestMemoryMmap,
+    path: &Path,
+    kernel_end: u64,
+    addr_max: u64,
+) -> Result<(u64, u64), LoadError> {
+    let name = path.display().to_string();
+    let (mut file, size) = open("initrd", path)?;
+    let low_end = (mem.last_addr().raw_value() + 1).min(MMIO_HOLE_START);
+    let top = low_end.min(addr_max.saturating_add(1));
+    let addr = top.checked_sub(size).map(|a| a & !0xfff);
+    let addr = match addr {
+        Some(a) if a >= kernel_end => a,
+        _ => {
+            return Err(LoadError::TooBig {
+                kind: "initrd",
+                path: name,
+                size,
+                addr: kernel_end,
+            })
+        }
+    };
+    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)
+        .map_err(|e| LoadError::Read {
+            kind: "initrd",
+            path: name,
+            err: std::io::Error::other(e.to_string()),
+        })?;
+    Ok((addr, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn mem() -> GuestMemoryMmap {
+        crate::memory::create_guest_memory(128 << 20).unwrap()
+    }
+
+    fn temp(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("sv-kernel-{}-{name}", std::process::id()));
+        std::fs::File::create(&p).unwrap().write_all(bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn detects_formats() {
+        assert_eq!(detect_format(b"\x7fELF\x02\x01"), KernelFormat::Elf);
+        let mut bz = vec![0u8; 0x400];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        assert_eq!(detect_format(&bz), KernelFormat::BzImage);
+        assert_eq!(detect_format(&[0x48, 0x31, 0xc0]), KernelFormat::Raw);
+    }
+
+    #[test]
+    fn raw_kernel_lands_at_16m() {
+        let m = mem();
+        let p = temp("raw", &[0xf4, 0x90, 0x90]);
+        let k = load_kernel(&m, &p).unwrap();
+        assert_eq!(k.format, KernelFormat::Raw);
+        assert_eq!(k.entry, 0x100_0000);
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x100_0000)).unwrap(), 0xf4);
+        std::fs::remove_file(p).unwrap();
+    }
+
+    #[test]
+    fn bad_kernels_are_named_errors() {
+        let m = mem();
+        let missing = std::path::Path::new("/nonexistent/vmlinux.bin");
+        let e = load_kernel(&m, missing).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/vmlinux.bin"), "{e}");
+        let empty = temp("empty", b"");
+        assert!(load_kernel(&m, &empty)
+            .unwrap_err()
+            .to_string()
+            .contains("is empty"));
+        let mut elf = b"\x7fELF".to_vec();
+        elf.extend_from_slice(&[0xffu8; 200]);
+        let bad = temp("badelf", &elf);
+        let e = load_kernel(&m, &bad).unwrap_err().to_string();
+        assert!(e.contains("not a valid ELF image"), "{e}");
+        let mut bz = vec![0u8; 0x400];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        let badbz = temp("badbz", &bz);
+        let e = load_kernel(&m, &badbz).unwrap_err().to_string();
+        assert!(e.contains("not a valid bzImage image"), "{e}");
+        for p in [empty, bad, badbz] {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+
+    #[test]
+    fn initrd_goes_high_and_aligned() {
+        let m = mem();
+        let p = temp("initrd", &[7u8; 5000]);
+        let (addr, size) = load_initrd(&m, &p, 0x200_0000, 0x37ff_ffff).unwrap();
+        assert_eq!(size, 5000);
+        assert_eq!(addr & 0xfff, 0);
+        assert!(addr + size <= 128 << 20);
+        assert!(addr > (128 << 20) - 0x3000);
+        assert_eq!(m.read_obj::<u8>(GuestAddress(addr + 4999)).unwrap(), 7);
+        let e = load_initrd(&m, &p, 128 << 20, 0x37ff_ffff).unwrap_err();
+        assert!(e.to_string().contains("does not fit"));
+        std::fs::remove_file(p).unwrap();
+    }
+}

@@ -1,5 +1,14 @@
 //! The x86_64 microvm machine: guest memory, boot, vCPUs and the VM's lifecycle.
 
 pub mod boot;
+pub mod cleanup;
+pub mod exit;
 pub mod layout;
 pub mod memory;
+pub mod signals;
+pub mod terminal;
+pub mod vcpu;
+pub mod vm;
+
+pub use exit::VmExitReason;
+pub use vm::{CpuState, EventEmitter, Machine, MachineError, VmHandle};

@@ -1,1 +1,3 @@
-//! sandbox
+//! Process concerns: the log, and (with the hardening work) seccomp filters and daemon mode.
+
+pub mod logger;

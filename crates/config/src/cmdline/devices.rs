@@ -1,0 +1,604 @@
+//! `-drive`, `-netdev`, `-chardev` and `-device`, old and current spellings.
+//!
+//! Every `-drive` is a virtio-blk disk, every `-netdev` a virtio-net NIC and
+//! every `-chardev` a virtio-console, as in the older StratoVirt spelling; a
+//! `-device virtio-blk-device,drive=ID` (current spelling) only has to name a
+//! defined one, and may add a serial number or MAC address.
+
+use super::suboptions::{First, SubOpts};
+use crate::builder::Builder;
+use crate::error::{quote, ConfigError};
+use crate::mac::parse_mac;
+use crate::model::*;
+use crate::origin::Origin;
+
+/// `id` of a `-device vhost-vsock-device` that names none.
+pub(crate) const DEFAULT_VSOCK_ID: &str = "vsock0";
+
+const BLK_DRIVERS: [&str; 2] = ["virtio-blk-device", "virtio-blk-mmio"];
+const NET_DRIVERS: [&str; 2] = ["virtio-net-device", "virtio-net-mmio"];
+const VSOCK_DRIVERS: [&str; 3] = ["vhost-vsock-device", "vhost-vsock-mmio", "vsock"];
+const SERIAL_DRIVERS: [&str; 2] = ["virtio-serial-device", "virtio-serial-mmio"];
+const CONSOLE_DRIVER: &str = "virtconsole";
+
+#[derive(Debug)]
+struct Reference {
+    /// The id of the `-drive`, `-netdev` or `-chardev` it names.
+    target: String,
+    serial: Option<String>,
+    mac: Option<[u8; 6]>,
+    spelling: String,
+}
+
+/// Everything device-related on one command line, resolved by [`Devices::apply`].
+#[derive(Debug, Default)]
+pub(crate) struct Devices {
+    drives: Vec<(DriveConfig, String)>,
+    netdevs: Vec<(NetConfig, String)>,
+    chardevs: Vec<(ConsoleConfig, String)>,
+    blk: Vec<Reference>,
+    net: Vec<Reference>,
+    consoles: Vec<Reference>,
+    vsocks: Vec<(VsockConfig, String)>,
+}
+
+fn required(s: &mut SubOpts, key: &str) -> Result<String, ConfigError> {
+    s.take(key)?
+        .ok_or_else(|| ConfigError::invalid(s.option(), format!("missing {key}=...")))
+}
+
+fn mac(s: &mut SubOpts) -> Result<Option<[u8; 6]>, ConfigError> {
+    match s.take("mac")? {
+        Some(m) => parse_mac(&m)
+            .map(Some)
+            .map_err(|e| ConfigError::invalid(s.option(), e)),
+        None => Ok(None),
+    }
+}
+
+/// Only `key=allowed` (or nothing) is accepted.
+fn only(s: &mut SubOpts, key: &str, allowed: &[&str]) -> Result<(), ConfigError> {
+    match s.take(key)? {
+        Some(v) if !allowed.contains(&v.as_str()) => Err(ConfigError::invalid(
+            s.option(),
+            format!(
+                "{key}={} is not supported (supported: {})",
+                v.escape_debug(),
+                allowed.join(", ")
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl Devices {
+    /// `-drive id=ID,file=PATH[,readonly=..][,direct=..][,serial=..][,if=none][,format=raw]`
+    pub(crate) fn drive(&mut self, opt: &str, value: &str) -> Result<(), ConfigError> {
+        let mut s = SubOpts::parse(opt, value, First::Auto);
+        let file = s.take("file")?;
+        let id = s.take("id")?;
+        let read_only = s.take_bool("readonly")?.unwrap_or(false);
+        let direct = s.take_bool("direct")?.unwrap_or(true);
+        let serial = s.take("serial")?;
+        only(&mut s, "if", &["none", "virtio"])?;
+        only(&mut s, "format", &["raw"])?;
+        s.finish()?;
+        let file = file.ok_or_else(|| ConfigError::invalid(opt, "missing file=PATH"))?;
+        let id = id.ok_or_else(|| ConfigError::invalid(opt, "missing id=..."))?;
+        let drive = DriveConfig {
+            id,
+            path: file.into(),
+            read_only,
+            direct,
+            serial,
+        };
+        self.drives.push((drive, opt.to_string()));
+        Ok(())
+    }
+
+    /// `-netdev tap,id=ID,ifname=TAP[,mac=..]` or `-netdev id=ID,netdev=TAP[,mac=..]`.
+    pub(crate) fn netdev(&mut self, opt: &str, value: &str) -> Result<(), ConfigError> {
+        let mut s = SubOpts::parse(opt, value, First::Auto);
+        if let Some(kind) = s.positional() {
+            if kind != "tap" {
+                return Err(ConfigError::invalid(
+                    opt,
+                    format!(
+                        "netdev type {} is not supported (supported: tap)",
+                        quote(&kind)
+                    ),
+                ));
+            }
+        }
+        let id = required(&mut s, "id")?;
+        let host_dev_name = match (s.take("ifname")?, s.take("netdev")?) {
+            (Some(n), None) | (None, Some(n)) => n,
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    opt,
+                    "give the tap device once (ifname=TAP)",
+                ))
+            }
+            (None, None) => return Err(ConfigError::invalid(opt, "missing ifname=TAP")),
+        };
+        let mac = mac(&mut s)?;
+        only(&mut s, "script", &["no"])?;
+        only(&mut s, "downscript", &["no"])?;
+        s.finish()?;
+        let net = NetConfig {
+            id,
+            host_dev_name,
+            mac,
+        };
+        self.netdevs.push((net, opt.to_string()));
+        Ok(())
+    }
+
+    /// `-chardev socket,id=ID,path=PATH,server,nowait` or `-chardev id=ID,path=PATH`.
+    pub(crate) fn chardev(&mut self, opt: &str, value: &str) -> Result<(), ConfigError> {
+        let mut s = SubOpts::parse(opt, value, First::Auto);
+        if let Some(kind) = s.positional() {
+            if kind != "socket" {
+                return Err(ConfigError::invalid(
+                    opt,
+                    format!(
+                        "chardev backend {} is not supported (supported: socket)",
+                        quote(&kind)
+                    ),
+                ));
+            }
+        }
+        let id = required(&mut s, "id")?;
+        let path = required(&mut s, "path")?;
+        server_flags(&mut s)?;
+        s.finish()?;
+        let console = ConsoleConfig {
+            id,
+            socket_path: path.into(),
+        };
+        self.chardevs.push((console, opt.to_string()));
+        Ok(())
+    }
+
+    /// `-device DRIVER,...`.
+    pub(crate) fn device(&mut self, opt: &str, value: &str) -> Result<(), ConfigError> {
+        let mut s = SubOpts::parse(opt, value, First::Auto);
+        let Some(driver) = s.positional() else {
+            return Err(ConfigError::invalid(opt, "missing device driver name"));
+        };
+        let driver = driver.as_str();
+        let spelling = opt.to_string();
+        if BLK_DRIVERS.contains(&driver) {
+            let target = required(&mut s, "drive")?;
+            s.take("id")?;
+            let serial = s.take("serial")?;
+            s.finish()?;
+            self.blk.push(Reference {
+                target,
+                serial,
+                mac: None,
+                spelling,
+            });
+        } else if NET_DRIVERS.contains(&driver) {
+            let target = required(&mut s, "netdev")?;
+            s.take("id")?;
+            let mac = mac(&mut s)?;
+            s.finish()?;
+            self.net.push(Reference {
+                target,
+                serial: None,
+                mac,
+                spelling,
+            });
+        } else if driver == CONSOLE_DRIVER {
+            let target = required(&mut s, "chardev")?;
+            s.take("id")?;
+            s.finish()?;
+            self.consoles.push(Reference {
+                target,
+                serial: None,
+                mac: None,
+                spelling,
+            });
+        } else if VSOCK_DRIVERS.contains(&driver) {
+            let id = s
+                .take("id")?
+                .unwrap_or_else(|| DEFAULT_VSOCK_ID.to_string());
+            let guest_cid = s
+                .take_u64("guest-cid")?
+                .ok_or_else(|| ConfigError::invalid(opt, "missing guest-cid=..."))?;
+            s.finish()?;
+            self.vsocks.push((VsockConfig { id, guest_cid }, spelling));
+        } else if SERIAL_DRIVERS.contains(&driver) {
+            // The virtio-serial transport of a virtconsole: nothing to configure.
+            s.take("id")?;
+            s.finish()?;
+        } else {
+            return Err(ConfigError::invalid(
+                opt,
+                format!(
+                    "device {} is not supported (supported: {}, {}, {CONSOLE_DRIVER}, {}, {})",
+                    quote(driver),
+                    BLK_DRIVERS.join(", "),
+                    NET_DRIVERS.join(", "),
+                    SERIAL_DRIVERS.join(", "),
+                    VSOCK_DRIVERS.join(", "),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Check the references and hand the devices to the builder.
+    pub(crate) fn apply(mut self, b: &mut Builder) -> Result<(), ConfigError> {
+        let mut claimed = vec![false; self.drives.len()];
+        for r in &self.blk {
+            let i = find(&self.drives, |d| &d.id, r, "drive", "-drive", &mut claimed)?;
+            let drive = &mut self.drives[i].0;
+            if let Some(serial) = &r.serial {
+                match &drive.serial {
+                    Some(old) if old != serial => {
+                        return Err(ConfigError::invalid(
+                            &r.spelling,
+                            format!(
+                                "serial {} differs from the -drive serial {}",
+                                quote(serial),
+                                quote(old)
+                            ),
+                        ))
+                    }
+                    _ => drive.serial = Some(serial.clone()),
+                }
+            }
+        }
+        let mut claimed = vec![false; self.netdevs.len()];
+        for r in &self.net {
+            let i = find(
+                &self.netdevs,
+                |n| &n.id,
+                r,
+                "netdev",
+                "-netdev",
+                &mut claimed,
+            )?;
+            let net = &mut self.netdevs[i].0;
+            if let Some(mac) = r.mac {
+                match net.mac {
+                    Some(old) if old != mac => {
+                        return Err(ConfigError::invalid(
+                            &r.spelling,
+                            "mac differs from the -netdev mac",
+                        ))
+                    }
+                    _ => net.mac = Some(mac),
+                }
+            }
+        }
+        if self.consoles.len() > 1 {
+            return Err(ConfigError::invalid(
+                &self.consoles[1].spelling,
+                "only one virtconsole is supported",
+            ));
+        }
+        let mut claimed = vec![false; self.chardevs.len()];
+        for r in &self.consoles {
+            find(
+                &self.chardevs,
+                |c| &c.id,
+                r,
+                "chardev",
+                "-chardev",
+                &mut claimed,
+            )?;
+        }
+        if self.chardevs.len() > 1 {
+            return Err(ConfigError::invalid(
+                &self.chardevs[1].1,
+                format!("only one console is supported, got {}", self.chardevs.len()),
+            ));
+        }
+        if self.vsocks.len() > 1 {
+            return Err(ConfigError::invalid(
+                &self.vsocks[1].1,
+                "only one vsock device is supported",
+            ));
+        }
+        for (drive, spelling) in self.drives {
+            b.merge_drive(drive, Origin::Opt(spelling));
+        }
+        for (net, spelling) in self.netdevs {
+            b.merge_net(net, Origin::Opt(spelling));
+        }
+        if let Some((console, spelling)) = self.chardevs.pop() {
+            b.console = Some((console, Origin::Opt(spelling)));
+        }
+        if let Some((vsock, spelling)) = self.vsocks.pop() {
+            b.vsock = Some((vsock, Origin::Opt(spelling)));
+        }
+        Ok(())
+    }
+}
+
+/// The index of the backend `r` names; each backend serves one device.
+fn find<T>(
+    list: &[(T, String)],
+    id: impl Fn(&T) -> &String,
+    r: &Reference,
+    key: &str,
+    backend: &str,
+    claimed: &mut [bool],
+) -> Result<usize, ConfigError> {
+    let Some(i) = list.iter().position(|(t, _)| *id(t) == r.target) else {
+        return Err(ConfigError::invalid(
+            &r.spelling,
+            format!("{key}={} names no {backend}", r.target.escape_debug()),
+        ));
+    };
+    if std::mem::replace(&mut claimed[i], true) {
+        return Err(ConfigError::invalid(
+            &r.spelling,
+            format!(
+                "{backend} {} is used by more than one device",
+                quote(&r.target)
+            ),
+        ));
+    }
+    Ok(i)
+}
+
+/// `server`, `server=on`, `nowait`, `wait=off`: the socket is always a
+/// server that does not wait for a client, whatever `wait` says.
+pub(crate) fn server_flags(s: &mut SubOpts) -> Result<(), ConfigError> {
+    if s.take_bool("server")? == Some(false) {
+        return Err(ConfigError::invalid(
+            s.option(),
+            "server=off is not supported (the socket is always a server)",
+        ));
+    }
+    s.take_bool("wait")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drive(v: &str) -> Result<DriveConfig, String> {
+        let mut d = Devices::default();
+        d.drive("-drive", v).map_err(|e| e.to_string())?;
+        Ok(d.drives.remove(0).0)
+    }
+
+    fn apply(d: Devices) -> Result<Builder, String> {
+        let mut b = Builder::default();
+        d.apply(&mut b).map_err(|e| e.to_string())?;
+        Ok(b)
+    }
+
+    #[test]
+    fn drive_defaults_and_flags() {
+        let d = drive("id=rootfs,file=/r.ext4").unwrap();
+        assert_eq!(
+            d,
+            DriveConfig {
+                id: "rootfs".into(),
+                path: "/r.ext4".into(),
+                read_only: false,
+                direct: true,
+                serial: None
+            }
+        );
+        let d = drive("file=/r,id=r,readonly=on,direct=off,serial=abc,if=none,format=raw").unwrap();
+        assert!(d.read_only);
+        assert!(!d.direct);
+        assert_eq!(d.serial.as_deref(), Some("abc"));
+        assert!(
+            drive("file=/r,id=r,readonly=true,direct=false")
+                .unwrap()
+                .read_only
+        );
+    }
+
+    #[test]
+    fn drive_errors() {
+        assert_eq!(drive("id=rootfs").unwrap_err(), "-drive: missing file=PATH");
+        assert_eq!(drive("file=/r").unwrap_err(), "-drive: missing id=...");
+        assert_eq!(
+            drive("file=/r,id=r,format=qcow2").unwrap_err(),
+            "-drive: format=qcow2 is not supported (supported: raw)"
+        );
+        assert_eq!(
+            drive("file=/r,id=r,if=ide").unwrap_err(),
+            "-drive: if=ide is not supported (supported: none, virtio)"
+        );
+        assert!(drive("file=/r,id=r,cache=none")
+            .unwrap_err()
+            .starts_with("-drive: unknown key `cache`"));
+        assert!(drive("file=/r,id=r,readonly=maybe")
+            .unwrap_err()
+            .contains("not a boolean"));
+    }
+
+    #[test]
+    fn netdev_spellings() {
+        let mut d = Devices::default();
+        d.netdev("-netdev", "tap,id=net0,ifname=tap0").unwrap();
+        d.netdev("-netdev", "id=iface_id,netdev=tap1,mac=0e:90:df:9f:a8:88")
+            .unwrap();
+        let b = apply(d).unwrap();
+        let nets: Vec<_> = b.nets.into_iter().map(|(n, _)| n).collect();
+        assert_eq!(nets[0].id, "net0");
+        assert_eq!(nets[0].host_dev_name, "tap0");
+        assert_eq!(nets[0].mac, None);
+        assert_eq!(nets[1].id, "iface_id");
+        assert_eq!(nets[1].host_dev_name, "tap1");
+        assert_eq!(nets[1].mac, Some([0x0e, 0x90, 0xdf, 0x9f, 0xa8, 0x88]));
+    }
+
+    #[test]
+    fn netdev_errors() {
+        let mut d = Devices::default();
+        let mut err = |v: &str| d.netdev("-netdev", v).unwrap_err().to_string();
+        assert_eq!(
+            err("user,id=n"),
+            "-netdev: netdev type `user` is not supported (supported: tap)"
+        );
+        assert_eq!(err("tap,id=n"), "-netdev: missing ifname=TAP");
+        assert_eq!(err("tap,ifname=t"), "-netdev: missing id=...");
+        assert!(err("tap,id=n,ifname=t,mac=zz").contains("bad MAC address `zz`"));
+        assert_eq!(
+            err("tap,id=n,ifname=t,netdev=u"),
+            "-netdev: give the tap device once (ifname=TAP)"
+        );
+    }
+
+    #[test]
+    fn device_references() {
+        let mut d = Devices::default();
+        d.drive("-drive", "id=a,file=/a").unwrap();
+        d.drive("-drive", "id=b,file=/b").unwrap();
+        d.device("-device", "virtio-blk-device,drive=b,serial=xyz")
+            .unwrap();
+        d.device("-device", "virtio-blk-mmio,drive=a,id=disk0")
+            .unwrap();
+        d.netdev("-netdev", "tap,id=n,ifname=tap0,mac=0e:90:df:9f:a8:88")
+            .unwrap();
+        d.device(
+            "-device",
+            "virtio-net-device,netdev=n,mac=0e:90:df:9f:a8:88",
+        )
+        .unwrap();
+        let b = apply(d).unwrap();
+        // Disks keep the order of their -drive.
+        let ids: Vec<_> = b.drives.iter().map(|(d, _)| d.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(b.drives[1].0.serial.as_deref(), Some("xyz"));
+    }
+
+    #[test]
+    fn device_reference_errors() {
+        let mut d = Devices::default();
+        d.drive("-drive", "id=a,file=/a").unwrap();
+        d.device("-device", "virtio-blk-device,drive=missing")
+            .unwrap();
+        assert_eq!(
+            apply(d).unwrap_err(),
+            "-device: drive=missing names no -drive"
+        );
+
+        let mut d = Devices::default();
+        d.drive("-drive", "id=a,file=/a").unwrap();
+        d.device("-device", "virtio-blk-device,drive=a").unwrap();
+        d.device("--device", "virtio-blk-device,drive=a").unwrap();
+        assert_eq!(
+            apply(d).unwrap_err(),
+            "--device: -drive `a` is used by more than one device"
+        );
+
+        let mut d = Devices::default();
+        d.device("-device", "virtio-net-device,netdev=n0").unwrap();
+        assert_eq!(apply(d).unwrap_err(), "-device: netdev=n0 names no -netdev");
+
+        let mut d = Devices::default();
+        d.netdev("-netdev", "tap,id=n,ifname=tap0,mac=0e:90:df:9f:a8:88")
+            .unwrap();
+        d.device(
+            "-device",
+            "virtio-net-device,netdev=n,mac=0e:90:df:9f:a8:89",
+        )
+        .unwrap();
+        assert_eq!(
+            apply(d).unwrap_err(),
+            "-device: mac differs from the -netdev mac"
+        );
+
+        let mut d = Devices::default();
+        d.chardev("-chardev", "socket,id=c,path=/x").unwrap();
+        d.device("-device", "virtconsole,chardev=d").unwrap();
+        assert_eq!(
+            apply(d).unwrap_err(),
+            "-device: chardev=d names no -chardev"
+        );
+
+        let mut d = Devices::default();
+        d.drive("-drive", "id=a,file=/a,serial=one").unwrap();
+        d.device("-device", "virtio-blk-device,drive=a,serial=two")
+            .unwrap();
+        assert_eq!(
+            apply(d).unwrap_err(),
+            "-device: serial `two` differs from the -drive serial `one`"
+        );
+    }
+
+    #[test]
+    fn one_console_and_one_vsock() {
+        let mut d = Devices::default();
+        d.chardev("-chardev", "socket,id=a,path=/a,server,nowait")
+            .unwrap();
+        d.chardev("-chardev", "id=b,path=/b").unwrap();
+        assert_eq!(
+            apply(d).unwrap_err(),
+            "-chardev: only one console is supported, got 2"
+        );
+        let mut d = Devices::default();
+        d.device("-device", "vsock,id=v,guest-cid=3").unwrap();
+        d.device("-device", "vhost-vsock-device,id=w,guest-cid=4")
+            .unwrap();
+        assert_eq!(
+            apply(d).unwrap_err(),
+            "-device: only one vsock device is supported"
+        );
+    }
+
+    #[test]
+    fn chardev_and_device_errors() {
+        let mut d = Devices::default();
+        assert_eq!(
+            d.chardev("-chardev", "pty,id=c").unwrap_err().to_string(),
+            "-chardev: chardev backend `pty` is not supported (supported: socket)"
+        );
+        assert_eq!(
+            d.chardev("-chardev", "socket,id=c")
+                .unwrap_err()
+                .to_string(),
+            "-chardev: missing path=..."
+        );
+        assert_eq!(
+            d.chardev("-chardev", "socket,id=c,path=/p,server=off")
+                .unwrap_err()
+                .to_string(),
+            "-chardev: server=off is not supported (the socket is always a server)"
+        );
+        d.chardev("-chardev", "socket,id=c,path=/p,server=on,wait=on")
+            .unwrap();
+        assert!(d
+            .device("-device", "virtio-gpu-device")
+            .unwrap_err()
+            .to_string()
+            .starts_with("-device: device `virtio-gpu-device` is not supported (supported: virtio-blk-device"));
+        assert_eq!(
+            d.device("-device", "id=x").unwrap_err().to_string(),
+            "-device: missing device driver name"
+        );
+        assert_eq!(
+            d.device("-device", "vsock,id=v").unwrap_err().to_string(),
+            "-device: missing guest-cid=..."
+        );
+        assert_eq!(
+            d.device("-device", "vsock,id=v,guest-cid=x")
+                .unwrap_err()
+                .to_string(),
+            "-device: guest-cid `x` is not a number"
+        );
+        assert!(d
+            .device("-device", "virtio-blk-device,drive=a,bus=x")
+            .unwrap_err()
+            .to_string()
+            .starts_with("-device: unknown key `bus`"));
+        d.device("-device", "virtio-serial-device").unwrap();
+        d.device("-device", "virtio-serial-device,id=ser0").unwrap();
+        d.device("-device", "vhost-vsock-device,guest-cid=5")
+            .unwrap();
+        assert_eq!(d.vsocks[0].0.id, DEFAULT_VSOCK_ID);
+    }
+}

@@ -1,0 +1,401 @@
+//! Every rule on a [`VmConfig`], checked once, here. Errors name the option
+//! or JSON key the offending value came from (see [`Origins`]).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use crate::error::{quote, ConfigError};
+use crate::limits::*;
+use crate::model::*;
+use crate::origin::Origin;
+
+/// Where each validated value came from. The default names the
+/// command-line options.
+#[derive(Debug, Clone)]
+pub(crate) struct Origins {
+    pub name: Origin,
+    pub vcpus: Origin,
+    pub mem: Origin,
+    pub kernel: Origin,
+    pub initrd: Origin,
+    pub serial: Origin,
+    pub console: Origin,
+    pub vsock: Origin,
+    pub qmp: Origin,
+    pub log_file: Origin,
+    pub pidfile: Origin,
+    pub daemonize: Origin,
+    pub incoming: Origin,
+    /// One per drive, in order; missing entries mean `-drive`.
+    pub drives: Vec<Origin>,
+    /// One per NIC, in order; missing entries mean `-netdev`.
+    pub nets: Vec<Origin>,
+}
+
+impl Default for Origins {
+    fn default() -> Self {
+        Origins {
+            name: Origin::opt("-name"),
+            vcpus: Origin::opt("-smp"),
+            mem: Origin::opt("-m"),
+            kernel: Origin::opt("-kernel"),
+            initrd: Origin::opt("-initrd"),
+            serial: Origin::opt("-serial"),
+            console: Origin::opt("-chardev"),
+            vsock: Origin::opt("-device"),
+            qmp: Origin::opt("-qmp"),
+            log_file: Origin::opt("-D"),
+            pidfile: Origin::opt("-pidfile"),
+            daemonize: Origin::opt("-daemonize"),
+            incoming: Origin::opt("-incoming"),
+            drives: Vec::new(),
+            nets: Vec::new(),
+        }
+    }
+}
+
+impl Origins {
+    fn drive(&self, i: usize) -> Origin {
+        self.drives
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| Origin::opt("-drive"))
+    }
+
+    fn net(&self, i: usize) -> Origin {
+        self.nets
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| Origin::opt("-netdev"))
+    }
+}
+
+/// Whether something (a file, a socket, a dangling link) is at `path`.
+pub(crate) type Exists = fn(&Path) -> bool;
+
+/// The real [`Exists`]: looks at the file system, following no links.
+pub(crate) fn path_exists(path: &Path) -> bool {
+    path.symlink_metadata().is_ok()
+}
+
+/// `100 MiB`, `2 GiB` or `134213632 bytes`: the largest exact unit.
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB")];
+    if bytes != 0 {
+        for (unit, name) in UNITS {
+            if bytes % unit == 0 {
+                return format!("{} {name}", bytes / unit);
+            }
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+/// The vCPU count rule; also narrows the count to the model's `u8`.
+pub(crate) fn check_vcpus(n: u64, origin: &Origin) -> Result<u8, ConfigError> {
+    if !(MIN_VCPUS..=MAX_VCPUS).contains(&n) {
+        return Err(ConfigError::invalid(
+            origin.field("vcpu_count"),
+            format!("vCPU count {n} is out of range {MIN_VCPUS}..={MAX_VCPUS}"),
+        ));
+    }
+    u8::try_from(n).map_err(|_| {
+        ConfigError::invalid(
+            origin.field("vcpu_count"),
+            format!("vCPU count {n} is too large"),
+        )
+    })
+}
+
+/// The memory size rule.
+pub(crate) fn check_mem(bytes: u64, origin: &Origin) -> Result<(), ConfigError> {
+    let key = origin.field("mem_size");
+    if !(MIN_MEM_SIZE..=MAX_MEM_SIZE).contains(&bytes) {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "memory size {} is out of range {}..={}",
+                human_size(bytes),
+                human_size(MIN_MEM_SIZE),
+                human_size(MAX_MEM_SIZE)
+            ),
+        ));
+    }
+    if bytes % MEM_ALIGN != 0 {
+        return Err(ConfigError::invalid(
+            key,
+            format!("memory size {bytes} bytes is not a multiple of 4 KiB"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_name(name: &str, origin: &Origin) -> Result<(), ConfigError> {
+    let len = name.chars().count();
+    if !(1..=MAX_NAME_LEN).contains(&len) {
+        return Err(ConfigError::invalid(
+            origin.field("name"),
+            format!("VM name must be 1..={MAX_NAME_LEN} characters long, got {len}"),
+        ));
+    }
+    Ok(())
+}
+
+fn non_empty(value: &str, key: String, what: &str) -> Result<(), ConfigError> {
+    if value.is_empty() {
+        return Err(ConfigError::invalid(key, format!("{what} is empty")));
+    }
+    Ok(())
+}
+
+fn non_empty_path(path: &Path, key: String, what: &str) -> Result<(), ConfigError> {
+    if path.as_os_str().is_empty() {
+        return Err(ConfigError::invalid(key, format!("{what} is empty")));
+    }
+    Ok(())
+}
+
+/// A unix socket this VMM will create: not empty, short enough, not there yet.
+fn check_new_socket(path: &Path, key: String, exists: Exists) -> Result<(), ConfigError> {
+    non_empty_path(path, key.clone(), "socket path")?;
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH_LEN {
+        return Err(ConfigError::invalid(
+            key,
+            format!("socket path is {len} bytes long, the limit is {MAX_SOCKET_PATH_LEN}"),
+        ));
+    }
+    if exists(path) {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "socket path {} already exists (remove it first)",
+                quote(&path.to_string_lossy())
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_boot(boot: &BootSource, o: &Origins) -> Result<(), ConfigError> {
+    if boot.kernel.as_os_str().is_empty() {
+        return Err(ConfigError::invalid(
+            o.kernel.field("kernel_image_path"),
+            "a kernel image is required (-kernel or boot-source.kernel_image_path)",
+        ));
+    }
+    if let Some(initrd) = &boot.initrd {
+        non_empty_path(initrd, o.initrd.field("initrd_fs_path"), "initrd path")?;
+    }
+    Ok(())
+}
+
+fn check_drives(drives: &[DriveConfig], o: &Origins) -> Result<(), ConfigError> {
+    if drives.len() > MAX_DRIVES {
+        return Err(ConfigError::invalid(
+            o.drive(MAX_DRIVES).name(),
+            format!(
+                "at most {MAX_DRIVES} disks are supported, got {}",
+                drives.len()
+            ),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, d) in drives.iter().enumerate() {
+        let origin = o.drive(i);
+        non_empty(&d.id, origin.field("drive_id"), "drive id")?;
+        non_empty_path(&d.path, origin.field("path_on_host"), "drive file path")?;
+        if let Some(serial) = &d.serial {
+            if serial.len() > MAX_DRIVE_SERIAL_LEN {
+                return Err(ConfigError::invalid(
+                    origin.field("serial_num"),
+                    format!(
+                        "serial number {} is longer than {MAX_DRIVE_SERIAL_LEN} bytes",
+                        quote(serial)
+                    ),
+                ));
+            }
+        }
+        if !seen.insert(d.id.as_str()) {
+            return Err(ConfigError::invalid(
+                origin.field("drive_id"),
+                format!("duplicate drive id {}", quote(&d.id)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_nets(nets: &[NetConfig], o: &Origins) -> Result<(), ConfigError> {
+    if nets.len() > MAX_NETS {
+        return Err(ConfigError::invalid(
+            o.net(MAX_NETS).name(),
+            format!("at most {MAX_NETS} NICs are supported, got {}", nets.len()),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, n) in nets.iter().enumerate() {
+        let origin = o.net(i);
+        non_empty(&n.id, origin.field("iface_id"), "NIC id")?;
+        let key = origin.field("host_dev_name");
+        non_empty(&n.host_dev_name, key.clone(), "tap device name")?;
+        if n.host_dev_name.len() > MAX_IFNAME_LEN {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "tap device name {} is longer than {MAX_IFNAME_LEN} bytes",
+                    quote(&n.host_dev_name)
+                ),
+            ));
+        }
+        if let Some(mac) = n.mac {
+            if mac[0] & 1 != 0 {
+                return Err(ConfigError::invalid(
+                    origin.field("mac"),
+                    format!("MAC address {} is multicast", crate::mac::format_mac(&mac)),
+                ));
+            }
+        }
+        if !seen.insert(n.id.as_str()) {
+            return Err(ConfigError::invalid(
+                origin.field("iface_id"),
+                format!("duplicate NIC id {}", quote(&n.id)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_other_devices(cfg: &VmConfig, o: &Origins, exists: Exists) -> Result<(), ConfigError> {
+    if let Some(c) = &cfg.console {
+        non_empty(&c.id, o.console.field("console_id"), "console id")?;
+        check_new_socket(&c.socket_path, o.console.field("socket_path"), exists)?;
+    }
+    if let Some(v) = &cfg.vsock {
+        non_empty(&v.id, o.vsock.field("vsock_id"), "vsock id")?;
+        if !(MIN_GUEST_CID..=MAX_GUEST_CID).contains(&v.guest_cid) {
+            return Err(ConfigError::invalid(
+                o.vsock.field("guest_cid"),
+                format!(
+                    "guest-cid {} is out of range {MIN_GUEST_CID}..={MAX_GUEST_CID}",
+                    v.guest_cid
+                ),
+            ));
+        }
+    }
+    let others = usize::from(cfg.console.is_some()) + usize::from(cfg.vsock.is_some());
+    if others > MAX_OTHER_DEVICES {
+        return Err(ConfigError::invalid(
+            o.vsock.name(),
+            format!(
+                "at most {MAX_OTHER_DEVICES} devices besides disks and NICs are supported, got {others}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_qmp(cfg: &VmConfig, o: &Origins, exists: Exists) -> Result<(), ConfigError> {
+    let Some(qmp) = &cfg.qmp else {
+        return Ok(());
+    };
+    let key = o.qmp.name().to_string();
+    check_new_socket(&qmp.path, key.clone(), exists)?;
+    if let Some(c) = &cfg.console {
+        if c.socket_path == qmp.path {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "socket path {} is also the console socket",
+                    quote(&qmp.path.to_string_lossy())
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_process(cfg: &VmConfig, o: &Origins, exists: Exists) -> Result<(), ConfigError> {
+    let p = &cfg.process;
+    if let Some(Some(log)) = &p.log_file {
+        non_empty_path(log, o.log_file.name().to_string(), "log file path")?;
+    }
+    if let Some(pidfile) = &p.pidfile {
+        let key = o.pidfile.name().to_string();
+        non_empty_path(pidfile, key.clone(), "pidfile path")?;
+        if exists(pidfile) {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "pidfile {} already exists (remove it first)",
+                    quote(&pidfile.to_string_lossy())
+                ),
+            ));
+        }
+        if !p.daemonize {
+            return Err(ConfigError::invalid(
+                key,
+                "must be used together with -daemonize",
+            ));
+        }
+    }
+    if p.daemonize {
+        let key = o.daemonize.name().to_string();
+        if p.pidfile.is_none() {
+            return Err(ConfigError::invalid(key, "needs -pidfile"));
+        }
+        if cfg.serial.as_ref().is_some_and(|s| s.stdio) {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "cannot be used with {} (a daemon has no terminal)",
+                    match &o.serial {
+                        Origin::Opt(s) => format!("{s} stdio"),
+                        Origin::Json(_) => o.serial.field("stdio"),
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_incoming(cfg: &VmConfig, o: &Origins) -> Result<(), ConfigError> {
+    if let Some(dir) = &cfg.incoming {
+        if !dir.is_absolute() {
+            return Err(ConfigError::invalid(
+                o.incoming.name(),
+                format!(
+                    "snapshot path {} must be absolute (file:/abs/dir)",
+                    quote(&dir.to_string_lossy())
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl VmConfig {
+    /// Check every documented limit and cross-option rule. Errors name the
+    /// command-line options; configurations parsed by this crate are already
+    /// validated, with errors naming the option or JSON key actually used.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_with(&Origins::default(), path_exists)
+    }
+
+    pub(crate) fn validate_with(&self, o: &Origins, exists: Exists) -> Result<(), ConfigError> {
+        check_name(&self.name, &o.name)?;
+        check_vcpus(self.machine.vcpus.into(), &o.vcpus)?;
+        check_mem(self.machine.mem_size, &o.mem)?;
+        check_boot(&self.boot, o)?;
+        check_drives(&self.drives, o)?;
+        check_nets(&self.nets, o)?;
+        check_other_devices(self, o, exists)?;
+        check_qmp(self, o, exists)?;
+        check_process(self, o, exists)?;
+        check_incoming(self, o)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -234,4 +234,4 @@ pub(crate) fn load(path: &str, read: Reader) -> Result<Builder, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

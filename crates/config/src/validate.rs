@@ -83,7 +83,7 @@ pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [(u64, &str); 3] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB")];
     if bytes != 0 {
         for (unit, name) in UNITS {
-            if bytes % unit == 0 {
+            if bytes.is_multiple_of(unit) {
                 return format!("{} {name}", bytes / unit);
             }
         }
@@ -121,7 +121,7 @@ pub(crate) fn check_mem(bytes: u64, origin: &Origin) -> Result<(), ConfigError> 
             ),
         ));
     }
-    if bytes % MEM_ALIGN != 0 {
+    if !bytes.is_multiple_of(MEM_ALIGN) {
         return Err(ConfigError::invalid(
             key,
             format!("memory size {bytes} bytes is not a multiple of 4 KiB"),

@@ -96,7 +96,8 @@ pub(crate) fn lookup(arg: &str) -> Option<(&'static Spec, Option<String>)> {
     Some((spec, inline))
 }
 
-/// The usage text: every option with its value and what it does.
+/// The usage text: every option with its value and what it does (no
+/// trailing newline, for `println!`).
 pub fn usage() -> String {
     let mut out = String::from(
         "Usage: stratovirt [OPTION]...\n\
@@ -119,7 +120,7 @@ pub fn usage() -> String {
     }
     out.push_str(
         "\nOr: stratovirt -config vm.json -qmp unix:/path/to/socket,server,nowait \
-         [-D [FILE]] [-pidfile FILE -daemonize] [-disable-seccomp]\n",
+         [-D [FILE]] [-pidfile FILE -daemonize] [-disable-seccomp]",
     );
     out
 }

@@ -1,1 +1,340 @@
+use super::*;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+fn nothing_exists(_: &Path) -> bool {
+    false
+}
+
+fn good() -> VmConfig {
+    VmConfig {
+        name: "vm".into(),
+        machine: MachineConfig {
+            kind: MachineType::Microvm,
+            vcpus: 1,
+            mem_size: DEFAULT_MEM_SIZE,
+            omit_vm_memory: false,
+        },
+        boot: BootSource {
+            kernel: "/k".into(),
+            cmdline: String::new(),
+            initrd: None,
+        },
+        drives: vec![],
+        nets: vec![],
+        console: None,
+        vsock: None,
+        serial: None,
+        qmp: None,
+        process: ProcessConfig {
+            seccomp: true,
+            ..Default::default()
+        },
+        incoming: None,
+    }
+}
+
+fn check(cfg: &VmConfig) -> Result<(), String> {
+    cfg.validate_with(&Origins::default(), nothing_exists)
+        .map_err(|e| e.to_string())
+}
+
+fn drive(i: usize) -> DriveConfig {
+    DriveConfig {
+        id: format!("d{i}"),
+        path: format!("/d{i}").into(),
+        read_only: false,
+        direct: true,
+        serial: None,
+    }
+}
+
+fn net(i: usize) -> NetConfig {
+    NetConfig {
+        id: format!("n{i}"),
+        host_dev_name: format!("tap{i}"),
+        mac: None,
+    }
+}
+
+/// A path in the temp directory, removed when dropped.
+struct TempPath(PathBuf);
+
+impl TempPath {
+    fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        TempPath(std::env::temp_dir().join(format!("svcfg-{}-{n}-{tag}", std::process::id())))
+    }
+
+    fn create(tag: &str) -> Self {
+        let t = Self::new(tag);
+        std::fs::write(&t.0, b"").unwrap();
+        t
+    }
+
+    fn s(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn good_config_passes_public_validate() {
+    good().validate().unwrap();
+}
+
+#[test]
+fn vcpu_bounds() {
+    for (n, ok) in [(0u8, false), (1, true), (254, true), (255, false)] {
+        let mut c = good();
+        c.machine.vcpus = n;
+        assert_eq!(check(&c).is_ok(), ok, "{n}");
+    }
+    let mut c = good();
+    c.machine.vcpus = 255;
+    assert_eq!(
+        check(&c).unwrap_err(),
+        "-smp: vCPU count 255 is out of range 1..=254"
+    );
+}
+
+#[test]
+fn memory_bounds() {
+    for (m, ok) in [
+        (MIN_MEM_SIZE, true),
+        (MIN_MEM_SIZE - 4096, false),
+        (MAX_MEM_SIZE, true),
+        (MAX_MEM_SIZE + 4096, false),
+        (MIN_MEM_SIZE + 1, false),
+        (0, false),
+    ] {
+        let mut c = good();
+        c.machine.mem_size = m;
+        assert_eq!(check(&c).is_ok(), ok, "{m}");
+    }
+    let mut c = good();
+    c.machine.mem_size = 0;
+    assert_eq!(
+        check(&c).unwrap_err(),
+        "-m: memory size 0 bytes is out of range 128 MiB..=512 GiB"
+    );
+}
+
+#[test]
+fn name_bounds() {
+    for (len, ok) in [(0, false), (1, true), (255, true), (256, false)] {
+        let mut c = good();
+        c.name = "n".repeat(len);
+        assert_eq!(check(&c).is_ok(), ok, "{len}");
+    }
+}
+
+#[test]
+fn disk_and_nic_counts() {
+    let mut c = good();
+    c.drives = (0..MAX_DRIVES).map(drive).collect();
+    assert!(check(&c).is_ok());
+    c.drives.push(drive(MAX_DRIVES));
+    assert_eq!(
+        check(&c).unwrap_err(),
+        "-drive: at most 6 disks are supported, got 7"
+    );
+    let mut c = good();
+    c.nets = (0..MAX_NETS).map(net).collect();
+    assert!(check(&c).is_ok());
+    c.nets.push(net(MAX_NETS));
+    assert_eq!(
+        check(&c).unwrap_err(),
+        "-netdev: at most 2 NICs are supported, got 3"
+    );
+}
+
+#[test]
+fn drive_rules() {
+    let mut c = good();
+    c.drives = vec![drive(0)];
+    c.drives[0].serial = Some("s".repeat(20));
+    assert!(check(&c).is_ok());
+    c.drives[0].serial = Some("s".repeat(21));
+    assert!(check(&c).unwrap_err().contains("is longer than 20 bytes"));
+    c.drives[0].serial = None;
+    c.drives[0].id.clear();
+    assert_eq!(check(&c).unwrap_err(), "-drive: drive id is empty");
+}
+
+#[test]
+fn nic_rules() {
+    let mut c = good();
+    c.nets = vec![net(0)];
+    c.nets[0].host_dev_name = "t".repeat(15);
+    assert!(check(&c).is_ok());
+    c.nets[0].host_dev_name = "t".repeat(16);
+    assert_eq!(
+        check(&c).unwrap_err(),
+        "-netdev: tap device name `tttttttttttttttt` is longer than 15 bytes"
+    );
+    c.nets[0].host_dev_name = String::new();
+    assert_eq!(check(&c).unwrap_err(), "-netdev: tap device name is empty");
+    c.nets[0].host_dev_name = "tap0".into();
+    c.nets[0].mac = Some([0x01, 0, 0x5e, 0, 0, 1]);
+    assert_eq!(
+        check(&c).unwrap_err(),
+        "-netdev: MAC address 01:00:5e:00:00:01 is multicast"
+    );
+    c.nets[0].mac = Some([0x0e, 0x90, 0xdf, 0x9f, 0xa8, 0x88]);
+    assert!(check(&c).is_ok());
+}
+
+#[test]
+fn guest_cid_bounds() {
+    for (cid, ok) in [
+        (2, false),
+        (3, true),
+        (u64::from(u32::MAX) - 1, true),
+        (u64::from(u32::MAX), false),
+    ] {
+        let mut c = good();
+        c.vsock = Some(VsockConfig {
+            id: "v".into(),
+            guest_cid: cid,
+        });
+        assert_eq!(check(&c).is_ok(), ok, "{cid}");
+    }
+}
+
+#[test]
+fn two_other_devices_are_allowed() {
+    let mut c = good();
+    c.console = Some(ConsoleConfig {
+        id: "c".into(),
+        socket_path: "/c.sock".into(),
+    });
+    c.vsock = Some(VsockConfig {
+        id: "v".into(),
+        guest_cid: 3,
+    });
+    assert!(check(&c).is_ok());
+    const { assert!(MAX_OTHER_DEVICES >= 2) };
+}
+
+#[test]
+fn qmp_and_console_sockets_differ() {
+    let mut c = good();
+    c.console = Some(ConsoleConfig {
+        id: "c".into(),
+        socket_path: "/s.sock".into(),
+    });
+    c.qmp = Some(QmpSocketConfig {
+        path: "/s.sock".into(),
+    });
+    assert_eq!(
+        check(&c).unwrap_err(),
+        "-qmp: socket path `/s.sock` is also the console socket"
+    );
+}
+
+#[test]
+fn relative_incoming_is_refused() {
+    let mut c = good();
+    c.incoming = Some("snap".into());
+    assert!(check(&c)
+        .unwrap_err()
+        .starts_with("-incoming: snapshot path `snap` must be absolute"));
+}
+
+fn parse_real(a: &[&str]) -> Result<crate::Action, String> {
+    let a: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+    crate::parse_args(&a).map_err(|e| e.to_string())
+}
+
+#[test]
+fn existing_qmp_socket_is_refused() {
+    let t = TempPath::create("qmp.sock");
+    let e = parse_real(&[
+        "-kernel",
+        "/k",
+        "-qmp",
+        &format!("unix:{},server,nowait", t.s()),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        e,
+        format!(
+            "-qmp: socket path `{}` already exists (remove it first)",
+            t.s()
+        )
+    );
+    let e = parse_real(&["-kernel", "/k", "-api-channel", &format!("unix:{}", t.s())]).unwrap_err();
+    assert_eq!(
+        e,
+        format!(
+            "-api-channel: socket path `{}` already exists (remove it first)",
+            t.s()
+        )
+    );
+    // Gone: accepted.
+    let path = t.s().to_string();
+    drop(t);
+    assert!(parse_real(&["-kernel", "/k", "-qmp", &format!("unix:{path}")]).is_ok());
+}
+
+#[test]
+fn existing_console_socket_is_refused() {
+    let t = TempPath::create("console.sock");
+    let e = parse_real(&[
+        "-kernel",
+        "/k",
+        "-chardev",
+        &format!("socket,id=c,path={},server,nowait", t.s()),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        e,
+        format!(
+            "-chardev: socket path `{}` already exists (remove it first)",
+            t.s()
+        )
+    );
+}
+
+#[test]
+fn dangling_symlink_counts_as_existing() {
+    let target = TempPath::new("target");
+    let link = TempPath::new("link");
+    std::os::unix::fs::symlink(&target.0, &link.0).unwrap();
+    assert!(path_exists(&link.0));
+    assert!(!path_exists(&target.0));
+}
+
+#[test]
+fn existing_pidfile_is_refused() {
+    let t = TempPath::create("vm.pid");
+    let e = parse_real(&["-kernel", "/k", "-pidfile", t.s(), "-daemonize"]).unwrap_err();
+    assert_eq!(
+        e,
+        format!(
+            "-pidfile: pidfile `{}` already exists (remove it first)",
+            t.s()
+        )
+    );
+}
+
+#[test]
+fn config_file_is_read_from_disk() {
+    let t = TempPath::new("vm.json");
+    std::fs::write(&t.0, crate::json::tests::SEED_004_JSON).unwrap();
+    match parse_real(&["-config", t.s()]).unwrap() {
+        crate::Action::Run(cfg) => assert_eq!(*cfg, crate::json::tests::seed_004_vm()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        crate::parse_json_config(crate::json::tests::SEED_004_JSON).unwrap(),
+        crate::json::tests::seed_004_vm()
+    );
+}

@@ -6,11 +6,15 @@ GUEST_OUT := target/guest
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: all build vmm guest demo test test-unit test-e2e lint bench deps clean
+.PHONY: all build rust-deps vmm guest demo test test-unit test-e2e lint bench deps clean
 
 all: build
 
-build: vmm guest
+build: rust-deps vmm guest
+
+# The guest target named in rust-toolchain.toml (rustup adds it only on a fresh toolchain install).
+rust-deps:
+	@rustup target list --installed | grep -qx x86_64-unknown-none || rustup target add x86_64-unknown-none
 
 vmm:
 	$(CARGO) build --release --bin stratovirt

@@ -1,0 +1,62 @@
+//! Virtio devices and the virtio-mmio transport (virtio 1.x, "modern" only).
+//!
+//! The pieces, from the guest inwards:
+//! - [`MmioTransport`] (`mmio.rs`): the 0x1000-byte register window a vCPU thread reads and
+//!   writes; it negotiates features, collects the queue layout and hands the queues to the device
+//!   when the driver sets DRIVER_OK.
+//! - [`Interrupt`] (`interrupt.rs`): the interrupt status register and the irqfd, shared by the
+//!   transport (which the guest acknowledges through) and the device (which raises it).
+//! - [`VirtioDevice`] (`device.rs`): what a device (block, and later net, console, balloon)
+//!   implements to plug into the transport.
+//! - [`block`]: virtio-blk on raw image files.
+
+pub mod block;
+mod cmdline;
+mod device;
+mod interrupt;
+mod mmio;
+
+pub use cmdline::mmio_cmdline_entry;
+pub use device::{read_config_bytes, ActivateError, VirtioDevice};
+pub use interrupt::{Interrupt, InterruptKind};
+pub use mmio::{MmioTransport, MMIO_QUEUE_NOTIFY_OFFSET, MMIO_WINDOW_SIZE};
+
+/// Virtio device IDs (virtio 1.x section 5).
+pub mod device_type {
+    pub const NET: u32 = 1;
+    pub const BLOCK: u32 = 2;
+    pub const CONSOLE: u32 = 3;
+    pub const BALLOON: u32 = 5;
+    pub const VSOCK: u32 = 19;
+}
+
+/// Device status bits (virtio 1.x section 2.1).
+pub mod status {
+    pub const ACKNOWLEDGE: u32 = 1;
+    pub const DRIVER: u32 = 2;
+    pub const DRIVER_OK: u32 = 4;
+    pub const FEATURES_OK: u32 = 8;
+    pub const DEVICE_NEEDS_RESET: u32 = 0x40;
+    pub const FAILED: u32 = 0x80;
+}
+
+/// Transport-level feature bits (virtio 1.x section 6), as bit numbers.
+pub mod features {
+    /// The driver can use indirect descriptors.
+    pub const RING_INDIRECT_DESC: u32 = 28;
+    /// `used_event` / `avail_event` notification suppression.
+    pub const RING_EVENT_IDX: u32 = 29;
+    /// Virtio 1.x ("modern") device; always offered by the MMIO transport.
+    pub const VERSION_1: u32 = 32;
+    /// Packed virtqueues (not supported by the transport).
+    pub const RING_PACKED: u32 = 34;
+    /// Extra data in queue notifications (not supported by the transport).
+    pub const NOTIFICATION_DATA: u32 = 38;
+    /// Per-queue reset (not supported by the transport).
+    pub const RING_RESET: u32 = 40;
+
+    /// The feature mask of bit `n`.
+    pub const fn bit(n: u32) -> u64 {
+        1u64 << n
+    }
+}

@@ -1,0 +1,111 @@
+//! The kernel's own identity map: all RAM from the e820 map plus the whole
+//! 0..4 GiB range (MMIO lives below 4 GiB), with 1 GiB pages when CPUID says
+//! the CPU has them, else 2 MiB pages.
+//!
+//! Only the tables actually used are written (every entry of each), so the
+//! cost is about 3 stores per 2 MiB of address space.
+
+use core::ptr::addr_of_mut;
+
+use crate::cpu;
+use crate::phys;
+
+const PRESENT: u64 = 1;
+const WRITABLE: u64 = 1 << 1;
+const HUGE: u64 = 1 << 7;
+const GIB: u64 = 1 << 30;
+
+/// Page directories available for 2 MiB mappings: 64 GiB of address space.
+pub const MAX_PDS: usize = 64;
+/// Address space one PDPT covers (512 GiB), the limit with 1 GiB pages.
+const PDPT_SPAN_GIB: u64 = 512;
+
+#[repr(C, align(4096))]
+struct Table([u64; 512]);
+
+#[repr(C, align(4096))]
+struct Tables {
+    pml4: Table,
+    pdpt: Table,
+    pds: [Table; MAX_PDS],
+}
+
+#[link_section = ".bss.noinit.page_tables"]
+static mut TABLES: Tables = Tables {
+    pml4: Table([0; 512]),
+    pdpt: Table([0; 512]),
+    pds: [const { Table([0; 512]) }; MAX_PDS],
+};
+
+/// What `init` built.
+#[derive(Clone, Copy, Debug)]
+pub struct MapInfo {
+    /// Page size used (1 GiB or 2 MiB).
+    pub page_size: u64,
+    /// End of the identity map.
+    pub limit: u64,
+    /// RAM above `limit` that could not be mapped (0 normally).
+    pub unmapped_ram: u64,
+    /// Physical address of the PML4 (CR3).
+    pub cr3: u64,
+}
+
+/// Does the CPU support 1 GiB pages (CPUID 0x80000001 EDX bit 26)?
+pub fn has_gb_pages() -> bool {
+    let (max_ext, _, _, _) = cpu::cpuid(0x8000_0000);
+    max_ext >= 0x8000_0001 && cpu::cpuid(0x8000_0001).3 & (1 << 26) != 0
+}
+
+/// Builds the identity map up to at least 4 GiB and `ram_end`, loads it and
+/// records the mapped limit. `allow_gb` lets 1 GiB pages be used.
+pub fn init(ram_end: u64, allow_gb: bool) -> MapInfo {
+    let gb_pages = allow_gb && has_gb_pages();
+    let max_gib = if gb_pages {
+        PDPT_SPAN_GIB
+    } else {
+        MAX_PDS as u64
+    };
+    let want_gib = ram_end.max(4 * GIB).div_ceil(GIB);
+    let gibs = want_gib.min(max_gib);
+    let tables = addr_of_mut!(TABLES);
+    // SAFETY: TABLES is only written here, on the boot CPU, before any other
+    // CPU runs; the current CR3 does not point into it (the Linux path uses
+    // the loader's tables, the PVH path the separate boot tables), so
+    // rewriting it cannot unmap anything in use.
+    let cr3 = unsafe {
+        let pml4 = addr_of_mut!((*tables).pml4.0);
+        let pdpt = addr_of_mut!((*tables).pdpt.0);
+        for i in 0..512 {
+            (*pml4)[i] = 0;
+        }
+        (*pml4)[0] = pdpt as u64 | PRESENT | WRITABLE;
+        for i in 0..512u64 {
+            (*pdpt)[i as usize] = if i >= gibs {
+                0
+            } else if gb_pages {
+                (i * GIB) | PRESENT | WRITABLE | HUGE
+            } else {
+                let pd = addr_of_mut!((*tables).pds[i as usize].0);
+                let mut entry = (i * GIB) | PRESENT | WRITABLE | HUGE;
+                for slot in (*pd).iter_mut() {
+                    *slot = entry;
+                    entry += 2 << 20;
+                }
+                pd as u64 | PRESENT | WRITABLE
+            };
+        }
+        pml4 as u64
+    };
+    // SAFETY: the new tables identity-map 0..4 GiB and all RAM (up to the
+    // limits above); the kernel, its stacks and the loader's structures lie
+    // below 4 GiB, so everything in use stays mapped at the same address.
+    unsafe { cpu::write_cr3(cr3) };
+    let limit = gibs * GIB;
+    phys::set_mapped_limit(limit);
+    MapInfo {
+        page_size: if gb_pages { GIB } else { 2 << 20 },
+        limit,
+        unmapped_ram: ram_end.saturating_sub(limit),
+        cr3,
+    }
+}

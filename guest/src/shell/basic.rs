@@ -1,0 +1,207 @@
+//! General commands: help, info, ticks, irqs, boot.
+
+use super::{commands, Args, CmdError, Command};
+use crate::virtio_mmio::{self, Probe};
+use crate::{interrupts, ioapic, phys, serial, smp, system};
+use testkernel::e820;
+
+/// The commands of this group.
+pub const COMMANDS: &[Command] = &[
+    Command {
+        name: "help",
+        usage: "help",
+        help: "list commands",
+        run: help,
+    },
+    Command {
+        name: "info",
+        usage: "info",
+        help: "cpus, memory, command line, virtio-mmio devices",
+        run: info,
+    },
+    Command {
+        name: "ticks",
+        usage: "ticks",
+        help: "LAPIC timer interrupts on the boot CPU (about 100 per second)",
+        run: ticks,
+    },
+    Command {
+        name: "irqs",
+        usage: "irqs",
+        help: "interrupt counts per IRQ (GSI) that has fired, and the timer",
+        run: irqs,
+    },
+    Command {
+        name: "boot",
+        usage: "boot",
+        help: "boot details: protocol, e820 map, paging, CPU tables, I/O APICs",
+        run: boot,
+    },
+];
+
+fn help(_: &Args) -> Result<(), CmdError> {
+    for c in commands() {
+        serial::puts(c.usage);
+        serial::puts(" - ");
+        serial::puts(c.help);
+        serial::puts("\n");
+    }
+    Ok(())
+}
+
+fn printable(bytes: &[u8]) {
+    for &b in bytes {
+        serial::write(&[if (0x20..0x7f).contains(&b) { b } else { b'?' }]);
+    }
+}
+
+fn info(_: &Args) -> Result<(), CmdError> {
+    let sys = system::get();
+    serial::puts("cpus=");
+    serial::dec(u64::from(smp::cpus_online()));
+    serial::puts("\nmem=");
+    serial::dec(sys.usable);
+    serial::puts("\ncmdline=");
+    printable(sys.cmdline());
+    serial::puts("\n");
+    for (i, dev) in virtio_mmio::devices().iter().enumerate() {
+        serial::puts("virtio");
+        serial::dec(i as u64);
+        serial::puts(" base=");
+        serial::hex(dev.base);
+        serial::puts(" size=");
+        serial::hex(dev.size);
+        serial::puts(" irq=");
+        serial::dec(u64::from(dev.irq));
+        match virtio_mmio::probe(dev) {
+            Probe::Unmapped => serial::puts(" unmapped"),
+            Probe::Absent => serial::puts(" absent"),
+            Probe::Present {
+                version,
+                device_id,
+                vendor,
+                features,
+            } => {
+                serial::puts(" magic=ok version=");
+                serial::dec(u64::from(version));
+                serial::puts(" device=");
+                serial::dec(u64::from(device_id));
+                serial::puts(" vendor=");
+                serial::hex(u64::from(vendor));
+                serial::puts(" features=");
+                serial::hex16(features);
+            }
+        }
+        serial::puts("\n");
+    }
+    Ok(())
+}
+
+fn ticks(_: &Args) -> Result<(), CmdError> {
+    serial::puts("ticks=");
+    serial::dec(interrupts::ticks());
+    serial::puts("\n");
+    Ok(())
+}
+
+fn irqs(_: &Args) -> Result<(), CmdError> {
+    serial::puts("timer=");
+    serial::dec(interrupts::ticks());
+    serial::puts("\n");
+    for gsi in 0..interrupts::MAX_GSI {
+        let n = interrupts::gsi_count(gsi);
+        if n != 0 {
+            serial::puts("irq");
+            serial::dec(gsi as u64);
+            serial::puts("=");
+            serial::dec(n);
+            serial::puts("\n");
+        }
+    }
+    let other = interrupts::other_count();
+    if other != 0 {
+        serial::puts("other=");
+        serial::dec(other);
+        serial::puts("\n");
+    }
+    Ok(())
+}
+
+fn boot(_: &Args) -> Result<(), CmdError> {
+    let sys = system::get();
+    serial::puts("protocol=");
+    serial::puts(match sys.boot.protocol {
+        testkernel::bootinfo::BootProtocol::Linux => "linux",
+        testkernel::bootinfo::BootProtocol::Pvh => "pvh",
+    });
+    serial::puts(" rsdp=");
+    serial::hex(sys.boot.rsdp);
+    serial::puts("\n");
+    for e in sys.boot.memmap.iter() {
+        serial::puts("e820 addr=");
+        serial::hex(e.addr);
+        serial::puts(" size=");
+        serial::hex(e.size);
+        serial::puts(" type=");
+        serial::dec(u64::from(e.kind));
+        serial::puts("\n");
+    }
+    serial::puts("usable=");
+    serial::dec(e820::usable_bytes(sys.boot.memmap.as_slice()));
+    serial::puts("\npaging=");
+    serial::puts(if sys.map.page_size == 1 << 30 {
+        "1G"
+    } else {
+        "2M"
+    });
+    serial::puts(" mapped=");
+    serial::hex(phys::mapped_limit());
+    serial::puts("\ntopology=");
+    serial::puts(sys.topology.source.name());
+    serial::puts(" table=");
+    serial::hex(sys.topology.table_addr);
+    serial::puts(" lapic=");
+    serial::hex(sys.topology.lapic_addr);
+    serial::puts(" bsp_apic_id=");
+    serial::dec(u64::from(sys.bsp_apic_id));
+    serial::puts("\n");
+    for c in sys.topology.cpus.iter() {
+        serial::puts("cpu apic_id=");
+        serial::dec(u64::from(c.apic_id));
+        serial::puts(if c.enabled { " enabled" } else { " disabled" });
+        if c.apic_id == sys.bsp_apic_id {
+            serial::puts(" bsp");
+        }
+        serial::puts("\n");
+    }
+    for chip in ioapic::chips() {
+        serial::puts("ioapic id=");
+        serial::dec(u64::from(chip.id));
+        serial::puts(" addr=");
+        serial::hex(chip.addr);
+        serial::puts(" gsi_base=");
+        serial::dec(u64::from(chip.gsi_base));
+        serial::puts(" pins=");
+        serial::dec(u64::from(chip.pins));
+        serial::puts("\n");
+    }
+    serial::puts("serial_gsi=");
+    serial::dec(u64::from(sys.serial_gsi));
+    serial::puts("\nsmp targets=");
+    serial::dec(u64::from(sys.smp.targets));
+    serial::puts(" online=");
+    serial::dec(u64::from(sys.smp.online));
+    serial::puts(" skipped=");
+    serial::dec(u64::from(sys.smp.skipped));
+    serial::puts(" second_sipi=");
+    serial::dec(u64::from(sys.smp.second_sipi));
+    let scan = virtio_mmio::scan();
+    serial::puts("\nvirtio devices=");
+    serial::dec(scan.devices.len() as u64);
+    serial::puts(" invalid=");
+    serial::dec(scan.invalid as u64);
+    serial::puts(" dropped=");
+    serial::dec(scan.dropped as u64);
+    serial::puts("\n");
+    Ok(())
+}

@@ -15,6 +15,8 @@ mod config;
 mod execute;
 mod request;
 mod slot;
+#[cfg(test)]
+mod test_utils;
 mod worker;
 
 pub use backend::{BlockBackend, BlockError};

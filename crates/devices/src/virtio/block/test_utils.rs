@@ -4,7 +4,7 @@
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 use virtio_queue::desc::{split::Descriptor, RawDescriptor};
-use virtio_queue::mock::MockSplitQueue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::tempfile::TempFile;
@@ -18,8 +18,102 @@ pub fn mem() -> GuestMemoryMmap {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap()
 }
 
-pub fn mock_queue(m: &GuestMemoryMmap) -> MockSplitQueue<'_, GuestMemoryMmap> {
-    MockSplitQueue::create(m, GuestAddress(QUEUE_BASE), QSIZE)
+/// A split queue laid out in guest memory the way a driver would, with room between the
+/// parts. (The mock queue of virtio-queue places its used ring over the second half of the
+/// avail ring, which breaks once more than half the ring is in use.)
+pub struct TestQueue<'a> {
+    m: &'a GuestMemoryMmap,
+}
+
+impl<'a> TestQueue<'a> {
+    pub fn new(m: &'a GuestMemoryMmap) -> Self {
+        m.write_slice(&[0u8; 0x3000], GuestAddress(QUEUE_BASE))
+            .unwrap();
+        Self { m }
+    }
+
+    pub fn desc_table_addr(&self) -> GuestAddress {
+        GuestAddress(QUEUE_BASE)
+    }
+
+    pub fn avail_addr(&self) -> GuestAddress {
+        GuestAddress(QUEUE_BASE + 0x1000)
+    }
+
+    pub fn used_addr(&self) -> GuestAddress {
+        GuestAddress(QUEUE_BASE + 0x2000)
+    }
+
+    /// `used_event`, at the end of the avail ring.
+    pub fn used_event_addr(&self) -> GuestAddress {
+        GuestAddress(self.avail_addr().0 + 4 + 2 * u64::from(QSIZE))
+    }
+
+    /// `avail_event`, at the end of the used ring.
+    pub fn avail_event_addr(&self) -> GuestAddress {
+        GuestAddress(self.used_addr().0 + 4 + 8 * u64::from(QSIZE))
+    }
+
+    pub fn set_desc(&self, index: u16, d: Descriptor) {
+        let addr = self.desc_table_addr().0 + 16 * u64::from(index);
+        self.m
+            .write_obj(RawDescriptor::from(d), GuestAddress(addr))
+            .unwrap();
+    }
+
+    pub fn avail_idx(&self) -> u16 {
+        self.m
+            .read_obj(GuestAddress(self.avail_addr().0 + 2))
+            .unwrap()
+    }
+
+    pub fn set_avail_idx(&self, idx: u16) {
+        self.m
+            .write_obj(idx, GuestAddress(self.avail_addr().0 + 2))
+            .unwrap();
+    }
+
+    pub fn set_avail_entry(&self, position: u16, head: u16) {
+        let addr = self.avail_addr().0 + 4 + 2 * u64::from(position % QSIZE);
+        self.m.write_obj(head, GuestAddress(addr)).unwrap();
+    }
+
+    /// Makes the chain at `head` available.
+    pub fn push_avail(&self, head: u16) {
+        let idx = self.avail_idx();
+        self.set_avail_entry(idx, head);
+        self.set_avail_idx(idx.wrapping_add(1));
+    }
+
+    pub fn used_idx(&self) -> u16 {
+        self.m
+            .read_obj(GuestAddress(self.used_addr().0 + 2))
+            .unwrap()
+    }
+
+    /// Used ring entries so far, as (head, len).
+    pub fn used(&self) -> Vec<(u32, u32)> {
+        (0..self.used_idx())
+            .map(|i| {
+                let at = self.used_addr().0 + 4 + 8 * u64::from(i % QSIZE);
+                let id: u32 = self.m.read_obj(GuestAddress(at)).unwrap();
+                let len: u32 = self.m.read_obj(GuestAddress(at + 4)).unwrap();
+                (id, len)
+            })
+            .collect()
+    }
+
+    /// The queue a transport would hand over.
+    pub fn create_queue(&self) -> Queue {
+        let mut q = Queue::new(QSIZE).unwrap();
+        q.set_size(QSIZE);
+        q.try_set_desc_table_address(self.desc_table_addr())
+            .unwrap();
+        q.try_set_avail_ring_address(self.avail_addr()).unwrap();
+        q.try_set_used_ring_address(self.used_addr()).unwrap();
+        q.set_ready(true);
+        q
+    }
 }
 
 /// A raw image of `sectors` sectors filled with a pattern; returns its content too.
@@ -46,7 +140,7 @@ fn area(head: u16) -> u64 {
 /// (device-writable if `write`), into descriptors `head..` and the avail ring.
 pub fn put_request(
     m: &GuestMemoryMmap,
-    vq: &MockSplitQueue<'_, GuestMemoryMmap>,
+    vq: &TestQueue<'_>,
     head: u16,
     request_type: u32,
     sector: u64,
@@ -66,16 +160,12 @@ pub fn put_request(
     }
     descs.push((status.0, 1, WRITE));
     let n = descs.len();
-    let raw: Vec<RawDescriptor> = descs
-        .into_iter()
-        .enumerate()
-        .map(|(i, (addr, len, flags))| {
-            let next = head + i as u16 + 1;
-            let flags = if i + 1 < n { flags | NEXT } else { flags };
-            RawDescriptor::from(Descriptor::new(addr, len, flags, next))
-        })
-        .collect();
-    vq.add_desc_chains(&raw, head).unwrap();
+    for (i, (addr, len, flags)) in descs.into_iter().enumerate() {
+        let next = head + i as u16 + 1;
+        let flags = if i + 1 < n { flags | NEXT } else { flags };
+        vq.set_desc(head + i as u16, Descriptor::new(addr, len, flags, next));
+    }
+    vq.push_avail(head);
     Placed {
         status,
         data: data_addr,
@@ -90,22 +180,6 @@ pub fn read_guest(m: &GuestMemoryMmap, addr: GuestAddress, len: usize) -> Vec<u8
     let mut v = vec![0; len];
     m.read_slice(&mut v, addr).unwrap();
     v
-}
-
-/// Used ring entries so far, as (head, len).
-pub fn used(vq: &MockSplitQueue<'_, GuestMemoryMmap>) -> Vec<(u32, u32)> {
-    let idx = vq.used().idx().load();
-    (0..idx)
-        .map(|i| {
-            let e = vq
-                .used()
-                .ring()
-                .ref_at(usize::from(i % QSIZE))
-                .unwrap()
-                .load();
-            (e.id(), e.len())
-        })
-        .collect()
 }
 
 /// Waits up to `timeout` for `evt` to be signalled and reads its count.

@@ -2,7 +2,7 @@ use super::super::backend::BlockBackend;
 use super::super::slot::Disk;
 use super::super::test_utils::*;
 use super::*;
-use vm_memory::{Address, GuestAddress};
+use vm_memory::GuestAddress;
 
 struct Rig {
     handle: WorkerHandle,
@@ -36,13 +36,8 @@ fn disk_slot(index: usize, f: &vmm_sys_util::tempfile::TempFile, read_only: bool
 fn serves_requests_and_interrupts() {
     let (f, data) = image(64);
     let m = mem();
-    let vq = mock_queue(&m);
-    let rig = start(
-        &m,
-        vq.create_queue().unwrap(),
-        disk_slot(0, &f, false),
-        "blk-t0",
-    );
+    let vq = TestQueue::new(&m);
+    let rig = start(&m, vq.create_queue(), disk_slot(0, &f, false), "blk-t0");
 
     let read = put_request(&m, &vq, 0, 0, 2, Some((1024, true)));
     m.write_slice(&[0x77; 512], GuestAddress(0x10_0000 + 3 * 0x2000 + 0x100))
@@ -54,7 +49,7 @@ fn serves_requests_and_interrupts() {
 
     assert!(wait(rig.interrupt.irqfd(), SECOND).is_some(), "interrupt");
     assert_eq!(rig.interrupt.status() & 1, 1);
-    assert_eq!(used(&vq), vec![(0, 1025), (3, 1), (6, 1), (8, 21)]);
+    assert_eq!(vq.used(), vec![(0, 1025), (3, 1), (6, 1), (8, 21)]);
     for p in [&read, &write, &flush, &id] {
         assert_eq!(status_of(&m, p), 0);
     }
@@ -69,14 +64,9 @@ fn serves_requests_and_interrupts() {
 fn requests_queued_before_start_are_served() {
     let (f, _) = image(8);
     let m = mem();
-    let vq = mock_queue(&m);
+    let vq = TestQueue::new(&m);
     let p = put_request(&m, &vq, 0, 0, 0, Some((512, true)));
-    let rig = start(
-        &m,
-        vq.create_queue().unwrap(),
-        disk_slot(1, &f, false),
-        "blk-t1",
-    );
+    let rig = start(&m, vq.create_queue(), disk_slot(1, &f, false), "blk-t1");
     assert!(wait(rig.interrupt.irqfd(), SECOND).is_some());
     assert_eq!(status_of(&m, &p), 0);
 }
@@ -85,26 +75,14 @@ fn requests_queued_before_start_are_served() {
 fn bad_chains_fail_alone() {
     let (f, _) = image(8);
     let m = mem();
-    let vq = mock_queue(&m);
-    let rig = start(
-        &m,
-        vq.create_queue().unwrap(),
-        disk_slot(2, &f, true),
-        "blk-t2",
-    );
+    let vq = TestQueue::new(&m);
+    let rig = start(&m, vq.create_queue(), disk_slot(2, &f, true), "blk-t2");
     // Header at a writable descriptor: IOERR in the status byte.
     let bad_header = put_request(&m, &vq, 0, 0, 0, Some((512, true)));
-    vq.desc_table()
-        .store(
-            0,
-            RawDescriptor::from(Descriptor::new(0x10_0000, 16, 1 | 2, 1)),
-        )
-        .unwrap();
+    vq.set_desc(0, Descriptor::new(0x10_0000, 16, 1 | 2, 1));
     // No status byte (last descriptor read-only): returned with length 0.
     put_request(&m, &vq, 3, 4, 0, None);
-    vq.desc_table()
-        .store(4, RawDescriptor::from(Descriptor::new(0x10_6020, 1, 0, 0)))
-        .unwrap();
+    vq.set_desc(4, Descriptor::new(0x10_6020, 1, 0, 0));
     // Past the end of the disk, a write to a read-only disk, an unknown type.
     let past = put_request(&m, &vq, 5, 0, 8, Some((512, true)));
     let ro = put_request(&m, &vq, 8, 1, 0, Some((512, false)));
@@ -112,9 +90,9 @@ fn bad_chains_fail_alone() {
     // And a good one after them.
     let good = put_request(&m, &vq, 13, 0, 7, Some((512, true)));
     rig.kick.write(1).unwrap();
-    assert!(eventually(|| used(&vq).len() == 6));
+    assert!(eventually(|| vq.used().len() == 6));
     assert_eq!(
-        used(&vq),
+        vq.used(),
         vec![(0, 1), (3, 0), (5, 1), (8, 1), (11, 1), (13, 513)]
     );
     assert_eq!(status_of(&m, &bad_header), 1);
@@ -125,56 +103,46 @@ fn bad_chains_fail_alone() {
     assert!(!rig.interrupt.needs_reset());
 }
 
-use virtio_queue::desc::{split::Descriptor, RawDescriptor};
+use virtio_queue::desc::split::Descriptor;
 
 #[test]
 fn avail_index_jump_breaks_the_device() {
     let (f, _) = image(8);
     let m = mem();
-    let vq = mock_queue(&m);
-    let rig = start(
-        &m,
-        vq.create_queue().unwrap(),
-        disk_slot(3, &f, false),
-        "blk-t3",
-    );
+    let vq = TestQueue::new(&m);
+    let rig = start(&m, vq.create_queue(), disk_slot(3, &f, false), "blk-t3");
     put_request(&m, &vq, 0, 0, 0, Some((512, true)));
-    vq.avail().idx().store(QSIZE + 5);
+    vq.set_avail_idx(QSIZE + 5);
     rig.kick.write(1).unwrap();
     assert!(eventually(|| rig.interrupt.needs_reset()));
     assert_eq!(rig.interrupt.status(), 2, "config-change interrupt");
-    assert!(used(&vq).is_empty());
+    assert!(vq.used().is_empty());
     // Later kicks are ignored, even once the ring looks sane again.
-    vq.avail().idx().store(1);
+    vq.set_avail_idx(1);
     rig.kick.write(1).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(50));
-    assert!(used(&vq).is_empty());
+    assert!(vq.used().is_empty());
 }
 
 #[test]
 fn out_of_range_head_breaks_the_device() {
     let (f, _) = image(8);
     let m = mem();
-    let vq = mock_queue(&m);
-    let rig = start(
-        &m,
-        vq.create_queue().unwrap(),
-        disk_slot(4, &f, false),
-        "blk-t4",
-    );
-    vq.avail().ring().ref_at(0).unwrap().store(200);
-    vq.avail().idx().store(1);
+    let vq = TestQueue::new(&m);
+    let rig = start(&m, vq.create_queue(), disk_slot(4, &f, false), "blk-t4");
+    vq.set_avail_entry(0, 200);
+    vq.set_avail_idx(1);
     rig.kick.write(1).unwrap();
     assert!(eventually(|| rig.interrupt.needs_reset()));
-    assert!(used(&vq).is_empty());
+    assert!(vq.used().is_empty());
 }
 
 #[test]
 fn rings_outside_memory_break_the_device() {
     let (f, _) = image(8);
     let m = mem();
-    let vq = mock_queue(&m);
-    let mut q: Queue = vq.create_queue().unwrap();
+    let vq = TestQueue::new(&m);
+    let mut q = vq.create_queue();
     // The queue was valid when handed over; later the used ring points outside memory (only a
     // broken transport could do this, but the worker must still cope).
     q.set_used_ring_address(Some(0xfff0_0000), Some(0));
@@ -188,24 +156,14 @@ fn rings_outside_memory_break_the_device() {
 fn looping_chain_gets_no_status_and_the_queue_goes_on() {
     let (f, _) = image(8);
     let m = mem();
-    let vq = mock_queue(&m);
-    let rig = start(
-        &m,
-        vq.create_queue().unwrap(),
-        disk_slot(6, &f, false),
-        "blk-t6",
-    );
+    let vq = TestQueue::new(&m);
+    let rig = start(&m, vq.create_queue(), disk_slot(6, &f, false), "blk-t6");
     let looped = put_request(&m, &vq, 0, 0, 0, Some((512, true)));
-    vq.desc_table()
-        .store(
-            2,
-            RawDescriptor::from(Descriptor::new(looped.status.0, 1, 1 | 2, 0)),
-        )
-        .unwrap();
+    vq.set_desc(2, Descriptor::new(looped.status.0, 1, 1 | 2, 0));
     let good = put_request(&m, &vq, 3, 0, 1, Some((512, true)));
     rig.kick.write(1).unwrap();
-    assert!(eventually(|| used(&vq).len() == 2));
-    assert_eq!(used(&vq), vec![(0, 0), (3, 513)]);
+    assert!(eventually(|| vq.used().len() == 2));
+    assert_eq!(vq.used(), vec![(0, 0), (3, 513)]);
     assert_eq!(status_of(&m, &looped), 0xff, "untouched");
     assert_eq!(status_of(&m, &good), 0);
 }
@@ -214,40 +172,35 @@ fn looping_chain_gets_no_status_and_the_queue_goes_on() {
 fn event_idx_suppresses_interrupts_until_asked() {
     let (f, _) = image(8);
     let m = mem();
-    let vq = mock_queue(&m);
-    let mut q: Queue = vq.create_queue().unwrap();
+    let vq = TestQueue::new(&m);
+    let mut q = vq.create_queue();
     q.set_event_idx(true);
-    let used_event = vq.avail_addr().unchecked_add(4 + 2 * u64::from(QSIZE));
+    let used_event = vq.used_event_addr();
     // The driver wants an interrupt once used idx passes 1 (after the second request).
     m.write_obj(1u16, used_event).unwrap();
     let rig = start(&m, q, disk_slot(7, &f, false), "blk-t7");
     put_request(&m, &vq, 0, 4, 0, None);
     rig.kick.write(1).unwrap();
-    assert!(eventually(|| used(&vq).len() == 1));
+    assert!(eventually(|| vq.used().len() == 1));
     assert_eq!(
         wait(rig.interrupt.irqfd(), std::time::Duration::from_millis(100)),
         None
     );
     // The device asked to be kicked for the next entry (avail_event = next_avail = 1).
-    let avail_event = vq.used_addr().unchecked_add(4 + 8 * u64::from(QSIZE));
+    let avail_event = vq.avail_event_addr();
     assert!(eventually(|| m.read_obj::<u16>(avail_event).unwrap() == 1));
     put_request(&m, &vq, 2, 4, 0, None);
     rig.kick.write(1).unwrap();
     assert!(wait(rig.interrupt.irqfd(), SECOND).is_some());
-    assert_eq!(used(&vq).len(), 2);
+    assert_eq!(vq.used().len(), 2);
 }
 
 #[test]
 fn stop_joins_the_named_thread() {
     let (f, _) = image(8);
     let m = mem();
-    let vq = mock_queue(&m);
-    let mut rig = start(
-        &m,
-        vq.create_queue().unwrap(),
-        disk_slot(8, &f, false),
-        "blk-t8",
-    );
+    let vq = TestQueue::new(&m);
+    let mut rig = start(&m, vq.create_queue(), disk_slot(8, &f, false), "blk-t8");
     assert!(eventually(|| thread_names().iter().any(|n| n == "blk-t8")));
     rig.handle.stop();
     assert!(!thread_names().iter().any(|n| n == "blk-t8"));

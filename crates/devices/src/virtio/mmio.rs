@@ -88,6 +88,11 @@ impl QueueConfig {
         if !self.ready {
             return Err("not ready".into());
         }
+        if self.driver == 0 {
+            // virtio-queue takes a driver area at 0 for "never set up" and would refuse to
+            // serve it; refuse it here, where the error is clear.
+            return Err("driver area at guest address 0 is not supported".into());
+        }
         let mut q = Queue::new(self.max_size).map_err(|e| e.to_string())?;
         q.try_set_size(self.size)
             .map_err(|e| format!("size {}: {e}", self.size))?;

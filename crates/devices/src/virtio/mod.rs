@@ -9,6 +9,22 @@
 //! - [`VirtioDevice`] (`device.rs`): what a device (block, and later net, console, balloon)
 //!   implements to plug into the transport.
 //! - [`block`]: virtio-blk on raw image files.
+//!
+//! Wiring one block slot into a machine (guest memory `mem`, window at `base`, GSI `irq`):
+//! ```text
+//! let backend = BlockBackend::open(path, read_only, direct)?;         // or None: empty slot
+//! let block = Block::new(index, Some((backend, serial)));
+//! let handle = block.handle();                                         // keep: hot-plug, flush
+//! let irqfd = EventFd::new(EFD_NONBLOCK)?;   vm.register_irqfd(&irqfd, irq)
+//! let transport = MmioTransport::new(mem.clone(), Box::new(block), irqfd)?;
+//! for (i, evt) in transport.queue_evts().iter().enumerate() {
+//!     vm.register_ioevent(evt, Mmio(base + MMIO_QUEUE_NOTIFY_OFFSET), i as u32)  // 4 bytes
+//! }
+//! mmio_bus.insert(Arc::new(Mutex::new(transport)), base, MMIO_WINDOW_SIZE)?;
+//! cmdline.push(mmio_cmdline_entry(base, MMIO_WINDOW_SIZE, irq));
+//! ```
+//! The irqfd is registered with KVM *before* it is moved into the transport (only a
+//! reference is needed for `KVM_IRQFD`); `transport.interrupt().irqfd()` gives it back.
 
 pub mod block;
 mod cmdline;

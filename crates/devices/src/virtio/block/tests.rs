@@ -318,3 +318,11 @@ fn hot_plug_races_with_guest_io() {
     assert!(!handle.is_attached());
     assert!(!t.interrupt().needs_reset());
 }
+
+#[test]
+fn handles_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<BlockHandle>();
+    send_sync::<Interrupt>();
+    send_sync::<BlockBackend>();
+}

@@ -313,7 +313,12 @@ fn high_address_halves_combine() {
 #[test]
 fn invalid_queues_refuse_activation() {
     type Setup = fn(&mut MmioTransport);
-    let cases: [(&str, Setup); 5] = [
+    let cases: [(&str, Setup); 6] = [
+        ("driver area at 0", |t| {
+            setup_queue(t, 0, 256, 0x10000);
+            setup_queue(t, 1, 16, 0x20000);
+            w(t, regs::QUEUE_DRIVER_LOW, 0);
+        }),
         ("not ready", |t| {
             setup_queue(t, 0, 256, 0x10000);
         }),

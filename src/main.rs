@@ -16,9 +16,6 @@ fn fail(msg: impl std::fmt::Display) -> ! {
 /// Options whose devices or features this build does not have yet: refused, never ignored.
 fn refuse_unsupported(cfg: &VmConfig) -> Result<(), String> {
     let not_yet = |what: &str| Err(format!("{what} is not supported yet"));
-    if !cfg.drives.is_empty() {
-        return not_yet("-drive (virtio-blk)");
-    }
     if !cfg.nets.is_empty() {
         return not_yet("-netdev (virtio-net)");
     }

@@ -8,7 +8,9 @@ pub mod memory;
 pub mod signals;
 pub mod terminal;
 pub mod vcpu;
+pub mod virtio_slots;
 pub mod vm;
 
 pub use exit::VmExitReason;
+pub use virtio_slots::BlockSlots;
 pub use vm::{CpuState, EventEmitter, Machine, MachineError, VmHandle};

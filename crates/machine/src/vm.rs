@@ -7,6 +7,7 @@ use crate::exit::{ExitNotifier, VmExitReason};
 use crate::layout::*;
 use crate::memory;
 use crate::vcpu::{self, Vcpu, VcpuControl, VcpuHandle, VcpuSet, VcpuShared};
+use crate::virtio_slots::BlockSlots;
 use config::VmConfig;
 use devices::bus::lock;
 use devices::legacy::{BootSignal, PortSink, SerialDevice, I8042};
@@ -68,6 +69,7 @@ pub struct Machine {
     reset_evt: EventFd,
     exit: Arc<ExitNotifier>,
     events: Option<EventEmitter>,
+    blocks: BlockSlots,
 }
 
 /// What the rest of the VMM (QMP) can do with a running VM.
@@ -122,9 +124,17 @@ impl VmHandle {
     }
 }
 
-/// The kernel command line the guest gets.
-pub fn kernel_cmdline(cfg: &VmConfig) -> String {
-    cfg.boot.cmdline.trim().to_string()
+/// The kernel command line the guest gets: the user's, then one `virtio_mmio.device=` entry
+/// per transport.
+pub fn kernel_cmdline(cfg: &VmConfig, virtio: &[String]) -> String {
+    let mut line = cfg.boot.cmdline.trim().to_string();
+    for entry in virtio {
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(entry);
+    }
+    line
 }
 
 impl Machine {
@@ -197,11 +207,14 @@ impl Machine {
             .map_err(bus_err)?;
         pio.insert(Arc::new(Mutex::new(PortSink)), 0xcf8, 8)
             .map_err(bus_err)?;
-        let mmio = Bus::new();
+        let mut mmio = Bus::new();
+        let (blocks, virtio_cmdline) =
+            crate::virtio_slots::create_block_slots(&vm, &mem, &mut mmio, &cfg.drives)
+                .map_err(MachineError::Device)?;
 
         // Kernel, command line, initrd and boot tables.
         let k = kernel::load_kernel(&mem, &cfg.boot.kernel)?;
-        let cmdline = kernel_cmdline(cfg);
+        let cmdline = kernel_cmdline(cfg, &virtio_cmdline);
         if cmdline.len() >= CMDLINE_MAX_SIZE {
             return Err(MachineError::CmdlineTooLong(cmdline.len()));
         }
@@ -307,7 +320,13 @@ impl Machine {
             reset_evt,
             exit,
             events: None,
+            blocks,
         })
+    }
+
+    /// The virtio-blk slots (for hot-plug).
+    pub fn block_slots(&self) -> BlockSlots {
+        self.blocks.clone()
     }
 
     /// Where QMP events go.
@@ -323,6 +342,8 @@ impl Machine {
     /// Starts every vCPU thread; the boot vCPU begins executing the kernel.
     pub fn start(&mut self) -> Result<Arc<VmHandle>, MachineError> {
         vcpu::install_kick_handler().map_err(MachineError::Thread)?;
+        let blocks = self.blocks.clone();
+        cleanup::on_exit(move || blocks.flush_all());
         let control = self
             .vcpus
             .first()

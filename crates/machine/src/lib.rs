@@ -3,6 +3,7 @@
 pub mod boot;
 pub mod cleanup;
 pub mod exit;
+pub mod hotplug;
 pub mod layout;
 pub mod memory;
 pub mod signals;

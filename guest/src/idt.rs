@@ -85,12 +85,28 @@ pub fn load() {
     unsafe { asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) }
 }
 
-/// Forces a triple fault: empty IDT, then a breakpoint that cannot be
-/// delivered (nor can the #GP/#DF that follow). The machine resets.
-pub fn triple_fault() -> ! {
+/// Forces a triple fault: empty IDT, then a fault that cannot be delivered
+/// (nor can the #DF that follows), so the CPU shuts down and the machine
+/// resets. The fault is a page fault on an unmapped address, then (should
+/// that return) a #GP from a non-canonical one: instructions like `int3`
+/// are not emulated on PVM hosts, memory faults are.
+pub fn triple_fault(unmapped: u64) -> ! {
     let ptr = Pointer { limit: 0, base: 0 };
-    // SAFETY: deliberately makes every interrupt undeliverable; the next
-    // instruction raises #BP, which escalates to a shutdown (reset).
-    unsafe { asm!("cli", "lidt [{}]", "int3", in(reg) &ptr, options(readonly, nostack)) }
+    // SAFETY: deliberately makes every interrupt undeliverable, then reads
+    // an unmapped and a non-canonical address; the first fault escalates to
+    // a shutdown. Nothing is written.
+    unsafe {
+        asm!(
+            "cli",
+            "lidt [{ptr}]",
+            "mov {tmp}, [{unmapped}]",
+            "mov {tmp}, [{noncanon}]",
+            ptr = in(reg) &ptr,
+            unmapped = in(reg) unmapped,
+            noncanon = in(reg) 0x8000_0000_0000_0000u64,
+            tmp = out(reg) _,
+            options(readonly, nostack),
+        )
+    }
     crate::cpu::halt_forever()
 }

@@ -17,7 +17,7 @@ pub const COMMANDS: &[Command] = &[
     Command {
         name: "poweroff",
         usage: "poweroff",
-        help: "reset via the i8042 (0xFE to port 0x64), else triple fault",
+        help: "reset via the i8042 (0xFE to port 0x64), else a triple fault",
         run: poweroff,
     },
 ];
@@ -38,5 +38,5 @@ fn poweroff(_: &Args) -> Result<(), CmdError> {
     for _ in 0..10_000 {
         cpu::pause();
     }
-    idt::triple_fault()
+    idt::triple_fault(UNMAPPED)
 }

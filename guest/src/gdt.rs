@@ -55,8 +55,7 @@ static mut TSS: [Tss; MAX_CPUS] = [Tss {
     ist: [0; 7],
     reserved2: 0,
     reserved3: 0,
-    // No I/O permission bitmap: base beyond the limit.
-    iomap_base: TSS_SIZE as u16,
+    iomap_base: 0,
 }; MAX_CPUS];
 
 #[link_section = ".bss.noinit.ist"]
@@ -84,6 +83,8 @@ pub fn init() {
                 let top = addr_of!((*ist).0[cpu][slot]) as u64 + IST_STACK_SIZE as u64;
                 (*tss)[cpu].ist[slot] = top;
             }
+            // No I/O permission bitmap: its base is beyond the limit.
+            (*tss)[cpu].iomap_base = TSS_SIZE as u16;
             let base = addr_of!((*tss)[cpu]) as u64;
             let limit = (TSS_SIZE - 1) as u64;
             let low = (limit & 0xffff)

@@ -3,25 +3,18 @@
 //! the CPU has them, else 2 MiB pages.
 //!
 //! Only the tables actually used are written (every entry of each), so the
-//! cost is about 3 stores per 2 MiB of address space.
+//! cost is about 3 instructions per 2 MiB of address space. The building
+//! itself is `testkernel::pagetable` (unit tested on the host).
 
 use core::ptr::addr_of_mut;
+
+use testkernel::pagetable::{self, Table, GIB, PAGE_2M};
 
 use crate::cpu;
 use crate::phys;
 
-const PRESENT: u64 = 1;
-const WRITABLE: u64 = 1 << 1;
-const HUGE: u64 = 1 << 7;
-const GIB: u64 = 1 << 30;
-
 /// Page directories available for 2 MiB mappings: 64 GiB of address space.
 pub const MAX_PDS: usize = 64;
-/// Address space one PDPT covers (512 GiB), the limit with 1 GiB pages.
-const PDPT_SPAN_GIB: u64 = 512;
-
-#[repr(C, align(4096))]
-struct Table([u64; 512]);
 
 #[repr(C, align(4096))]
 struct Tables {
@@ -32,9 +25,9 @@ struct Tables {
 
 #[link_section = ".bss.noinit.page_tables"]
 static mut TABLES: Tables = Tables {
-    pml4: Table([0; 512]),
-    pdpt: Table([0; 512]),
-    pds: [const { Table([0; 512]) }; MAX_PDS],
+    pml4: Table::zeroed(),
+    pdpt: Table::zeroed(),
+    pds: [const { Table::zeroed() }; MAX_PDS],
 };
 
 /// What `init` built.
@@ -60,42 +53,22 @@ pub fn has_gb_pages() -> bool {
 /// records the mapped limit. `allow_gb` lets 1 GiB pages be used.
 pub fn init(ram_end: u64, allow_gb: bool) -> MapInfo {
     let gb_pages = allow_gb && has_gb_pages();
-    let max_gib = if gb_pages {
-        PDPT_SPAN_GIB
-    } else {
-        MAX_PDS as u64
-    };
-    let want_gib = ram_end.max(4 * GIB).div_ceil(GIB);
-    let gibs = want_gib.min(max_gib);
-    let tables = addr_of_mut!(TABLES);
+    let gibs = pagetable::gibs_to_map(ram_end, gb_pages, MAX_PDS);
     // SAFETY: TABLES is only written here, on the boot CPU, before any other
     // CPU runs; the current CR3 does not point into it (the Linux path uses
     // the loader's tables, the PVH path the separate boot tables), so
     // rewriting it cannot unmap anything in use.
-    let cr3 = unsafe {
-        let pml4 = addr_of_mut!((*tables).pml4.0);
-        let pdpt = addr_of_mut!((*tables).pdpt.0);
-        for i in 0..512 {
-            (*pml4)[i] = 0;
-        }
-        (*pml4)[0] = pdpt as u64 | PRESENT | WRITABLE;
-        for i in 0..512u64 {
-            (*pdpt)[i as usize] = if i >= gibs {
-                0
-            } else if gb_pages {
-                (i * GIB) | PRESENT | WRITABLE | HUGE
-            } else {
-                let pd = addr_of_mut!((*tables).pds[i as usize].0);
-                let mut entry = (i * GIB) | PRESENT | WRITABLE | HUGE;
-                for slot in (*pd).iter_mut() {
-                    *slot = entry;
-                    entry += 2 << 20;
-                }
-                pd as u64 | PRESENT | WRITABLE
-            };
-        }
-        pml4 as u64
-    };
+    let tables = unsafe { &mut *addr_of_mut!(TABLES) };
+    let phys = |t: &Table| t as *const Table as u64;
+    pagetable::build_identity(
+        &mut tables.pml4,
+        &mut tables.pdpt,
+        &mut tables.pds,
+        gibs,
+        gb_pages,
+        phys,
+    );
+    let cr3 = phys(&tables.pml4);
     // SAFETY: the new tables identity-map 0..4 GiB and all RAM (up to the
     // limits above); the kernel, its stacks and the loader's structures lie
     // below 4 GiB, so everything in use stays mapped at the same address.
@@ -103,7 +76,7 @@ pub fn init(ram_end: u64, allow_gb: bool) -> MapInfo {
     let limit = gibs * GIB;
     phys::set_mapped_limit(limit);
     MapInfo {
-        page_size: if gb_pages { GIB } else { 2 << 20 },
+        page_size: if gb_pages { GIB } else { PAGE_2M },
         limit,
         unmapped_ram: ram_end.saturating_sub(limit),
         cr3,

@@ -16,12 +16,13 @@ use testkernel::topology::Topology;
 use crate::entry::Stack;
 use crate::{apic, cpu, gdt, idt};
 
-/// Most CPUs started (the boot CPU included).
-pub const MAX_CPUS: usize = 64;
+/// Most CPUs started (the boot CPU included): every xAPIC id but the
+/// broadcast id 0xff.
+pub const MAX_CPUS: usize = 255;
 /// Where the trampoline is copied: a page of base memory (SIPI vector 0x08).
 pub const TRAMPOLINE_ADDR: u64 = 0x8000;
 /// Stack size of each application processor.
-pub const AP_STACK_SIZE: usize = 16 * 1024;
+pub const AP_STACK_SIZE: usize = 8 * 1024;
 
 /// Spins (each a load, compare and `pause`) to wait for the APs after the
 /// first and after the second STARTUP IPI. Guest code is emulated at a few

@@ -13,8 +13,10 @@ use testkernel::pagetable::{self, Table, GIB, PAGE_2M};
 use crate::cpu;
 use crate::phys;
 
-/// Page directories available for 2 MiB mappings: 64 GiB of address space.
-pub const MAX_PDS: usize = 64;
+/// Page directories available for 2 MiB mappings: 512 GiB of address space
+/// (the most RAM the VMM accepts), 2 MiB of tables that are only written as
+/// far as RAM goes.
+pub const MAX_PDS: usize = 512;
 
 #[repr(C, align(4096))]
 struct Tables {

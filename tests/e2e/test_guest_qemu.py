@@ -236,3 +236,41 @@ def test_virtio_modern_transport_features(qemu, testkernel_elf):
         # VIRTIO_F_VERSION_1 is bit 32: the upper feature word was read.
         assert int(dev["features"], 16) & (1 << 32)
         poweroff(vm)
+
+
+def test_images_layout(testkernel_elf, testkernel_bin):
+    """The two images are one program: the raw image is the ELF's loadable
+    bytes from 0x1000000, entered at its first byte (the 64-bit entry), and
+    the ELF carries a PVH note pointing into the same image."""
+    import struct
+
+    elf = open(testkernel_elf, "rb").read()
+    raw = open(testkernel_bin, "rb").read()
+    assert elf[:4] == b"\x7fELF" and elf[4] == 2, "64-bit ELF"
+    e_entry, e_phoff = struct.unpack_from("<QQ", elf, 0x18)
+    e_phentsize, e_phnum = struct.unpack_from("<HH", elf, 0x36)
+    assert e_entry == 0x1000000
+    loads, note = [], None
+    for i in range(e_phnum):
+        p_type, _flags, off, vaddr, paddr, filesz, memsz, align = struct.unpack_from(
+            "<IIQQQQQQ", elf, e_phoff + i * e_phentsize)
+        if p_type == 1:
+            loads.append((off, paddr, filesz, memsz))
+        elif p_type == 4:
+            note = (off, filesz, align)
+    assert len(loads) == 1
+    off, paddr, filesz, memsz = loads[0]
+    assert paddr == 0x1000000
+    assert raw == elf[off:off + filesz], "raw image = the ELF's file-backed bytes"
+    assert paddr + memsz <= 32 << 20, "kernel and its data end below the mem test area"
+    # _start: cli; cld; xor %edi,%edi (protocol 0 = Linux boot_params).
+    assert raw[:4] == b"\xfa\xfc\x31\xff"
+    # PVH note: name "Xen", type 18, 8-byte descriptor = 32-bit entry.
+    assert note is not None and note[2] == 4, "PT_NOTE aligned to 4 (QEMU pads the name by p_align)"
+    namesz, descsz, ntype = struct.unpack_from("<III", elf, note[0])
+    assert (namesz, descsz, ntype) == (4, 8, 18)
+    assert elf[note[0] + 12:note[0] + 16] == b"Xen\0"
+    (entry32,) = struct.unpack_from("<Q", elf, note[0] + 16)
+    assert paddr < entry32 < paddr + filesz
+    # pvh_start32: cli; cld; mov %ebx,%esi.
+    assert raw[entry32 - paddr:entry32 - paddr + 4] == b"\xfa\xfc\x89\xde"

@@ -34,6 +34,12 @@ const READY_MAGIC: u8 = 123;
 /// PVH) and the address of `boot_params` / `hvm_start_info`.
 extern "C" fn kmain(protocol: u64, info: u64) -> ! {
     serial::init();
+    // Own GDT/TSS/IDT first, so that even a fault while reading the boot
+    // information is reported rather than a silent triple fault.
+    gdt::init();
+    gdt::load(0);
+    idt::init();
+    idt::load();
     let boot = match boot::read(protocol, info) {
         Ok(b) => b,
         Err(e) => fatal(boot::error_text(e)),
@@ -49,11 +55,6 @@ extern "C" fn kmain(protocol: u64, info: u64) -> ! {
         cmdline_len = boot::read_cmdline(&boot, &mut cmdline_buf);
     }
     let cmdline = &cmdline_buf[..cmdline_len];
-
-    gdt::init();
-    gdt::load(0);
-    idt::init();
-    idt::load();
 
     virtio_mmio::init(cmdline::virtio_mmio_devices(cmdline));
     let topology = boot::topology(&boot, boot::table_choice(cmdline));

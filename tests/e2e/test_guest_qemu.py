@@ -159,9 +159,9 @@ def base_in_microvm_window(base: int) -> bool:
 
 def test_shell_ticks_increase(shell_vm):
     t1 = int(shell_vm.cmd_ok("ticks")[0].split("=")[1])
-    time.sleep(0.5)
+    time.sleep(1.0)
     t2 = int(shell_vm.cmd_ok("ticks")[0].split("=")[1])
-    # ~100 Hz; allow a slow, busy host.
+    # ~100 Hz; allow a slow, busy host (2 cores shared with compilers).
     assert t2 - t1 >= 10, (t1, t2)
 
 

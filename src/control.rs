@@ -1,21 +1,34 @@
 //! The machine as QMP sees it: `VmControl` over a running VM.
 
 use config::VmConfig;
-use machine::{VmExitReason, VmHandle};
+use machine::hotplug::{slot_from_addr, BlockHotplug, HotplugError};
+use machine::{BlockSlots, VmExitReason, VmHandle};
+use qmp::block::{BlockdevAddArguments, DeviceAddArguments, BLOCK_DRIVERS};
 use qmp::{CpuInfo, CpuInstanceProperties, HotpluggableCpu, QmpError, RunState, StatusInfo};
+use std::path::Path;
 use std::sync::Arc;
 
 pub struct VmController {
     vm: Arc<VmHandle>,
     vcpus: u8,
+    disks: BlockHotplug,
 }
 
 impl VmController {
-    pub fn new(vm: Arc<VmHandle>, cfg: &VmConfig) -> Self {
+    pub fn new(vm: Arc<VmHandle>, cfg: &VmConfig, blocks: BlockSlots) -> Self {
+        let boot_ids: Vec<String> = cfg.drives.iter().map(|d| d.id.clone()).collect();
         VmController {
             vm,
             vcpus: cfg.machine.vcpus,
+            disks: BlockHotplug::new(blocks, &boot_ids),
         }
+    }
+}
+
+fn qmp_error(e: HotplugError) -> QmpError {
+    match e {
+        HotplugError::NotFound(m) => QmpError::new(qmp::ErrorClass::DeviceNotFound, m),
+        HotplugError::Invalid(m) => QmpError::generic(m),
     }
 }
 
@@ -68,5 +81,43 @@ impl qmp::VmControl for VmController {
 
     fn quit(&self) {
         self.vm.request_exit(VmExitReason::HostQmpQuit);
+    }
+
+    fn blockdev_add(&self, args: &BlockdevAddArguments) -> Result<(), QmpError> {
+        self.disks
+            .add_node(
+                &args.node_name,
+                Path::new(&args.file.filename),
+                args.read_only.unwrap_or(false),
+                args.direct(),
+            )
+            .map_err(qmp_error)
+    }
+
+    fn blockdev_del(&self, node_name: &str) -> Result<(), QmpError> {
+        self.disks.del_node(node_name).map_err(qmp_error)
+    }
+
+    fn device_add(&self, args: &DeviceAddArguments) -> Result<(), QmpError> {
+        if args.driver == "virtio-net-mmio" || args.driver == "virtio-net-device" {
+            return Err(QmpError::generic("virtio-net is not supported yet"));
+        }
+        if !BLOCK_DRIVERS.contains(&args.driver.as_str()) {
+            return Err(QmpError::generic(format!(
+                "'{}' is not a valid device model name",
+                args.driver
+            )));
+        }
+        let slot = slot_from_addr(args.addr.as_deref(), args.lun).map_err(qmp_error)?;
+        self.disks
+            .attach(&args.id, args.drive.as_deref(), slot)
+            .map_err(qmp_error)
+    }
+
+    fn device_del(&self, id: &str) -> Result<(), QmpError> {
+        match self.disks.detach(id).map_err(qmp_error)? {
+            true => Ok(()),
+            false => Err(QmpError::device_not_found(id)),
+        }
     }
 }

@@ -90,7 +90,11 @@ fn main() {
         Err(e) => fail(e),
     };
     if let Some(server) = qmp {
-        let ctl = Arc::new(control::VmController::new(handle.clone(), &cfg));
+        let ctl = Arc::new(control::VmController::new(
+            handle.clone(),
+            &cfg,
+            vm.block_slots(),
+        ));
         let spawned = std::thread::Builder::new()
             .name("qmp".into())
             .spawn(move || server.run(ctl));

@@ -44,6 +44,22 @@ pub trait VmControl: Send + Sync {
     /// (`{"guest":false,"reason":"host-qmp-quit"}`), flushes the
     /// [`EventBus`], removes the socket and exits the process.
     fn quit(&self);
+    /// `blockdev-add`: open an image under a node name.
+    fn blockdev_add(&self, _args: &crate::block::BlockdevAddArguments) -> Result<(), QmpError> {
+        Err(QmpError::not_supported("blockdev-add"))
+    }
+    /// `blockdev-del`: drop a node that was never attached.
+    fn blockdev_del(&self, _node_name: &str) -> Result<(), QmpError> {
+        Err(QmpError::not_supported("blockdev-del"))
+    }
+    /// `device_add`: attach a device (a disk into its slot).
+    fn device_add(&self, _args: &crate::block::DeviceAddArguments) -> Result<(), QmpError> {
+        Err(QmpError::not_supported("device_add"))
+    }
+    /// `device_del`: detach device `id`; the dispatcher then emits `DEVICE_DELETED`.
+    fn device_del(&self, _id: &str) -> Result<(), QmpError> {
+        Err(QmpError::not_supported("device_del"))
+    }
 }
 
 /// What a handler can use.
@@ -118,6 +134,7 @@ impl Dispatcher {
         d.register("query-hotpluggable-cpus", query_hotpluggable_cpus);
         d.register("query-version", query_version);
         d.register("query-commands", query_commands);
+        crate::block::register(&mut d);
         d
     }
 

@@ -17,6 +17,7 @@
 //! is woken through an eventfd when another thread leaves output queued.
 
 mod args;
+pub mod block;
 pub mod dispatch;
 pub mod error;
 pub mod events;

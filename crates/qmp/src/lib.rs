@@ -10,6 +10,11 @@
 //!   parsing, reply and event serialisation); [`schema`] the argument and
 //!   reply types; [`Dispatcher`] maps command names to typed handlers.
 //!
+//! Framing: a request ends at a newline or as soon as a top-level JSON
+//! object is balanced, so both line-oriented clients (`ncat`, `socat`) and
+//! `qemu.qmp` (which sends bare objects without a newline) work. Everything
+//! the server writes ends with `\r\n`, as QEMU's output does.
+//!
 //! Threading: the server thread (named `qmp`) owns the listening socket and
 //! the client input buffers and runs every command handler, so handlers and
 //! [`VmControl`] methods run one at a time on that thread. Client output

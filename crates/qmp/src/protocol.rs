@@ -45,44 +45,61 @@ impl RequestError {
     }
 }
 
-/// What [`LineBuffer`] yields.
+/// What [`Framer`] yields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
-    /// One complete line, without its `\n` (a trailing `\r` is left in place;
-    /// it is JSON whitespace).
+    /// One complete input unit: a balanced top-level JSON object or array,
+    /// or whatever else was sent up to a newline (the newline excluded).
     Line(Vec<u8>),
-    /// A line longer than the limit; its bytes were (or will be) discarded up
-    /// to the next newline.
+    /// A unit longer than the limit; its bytes were (or will be) discarded up
+    /// to the next newline or the end of the over-long object.
     TooLong,
 }
 
-/// Splits a byte stream into lines, keeping partial lines across reads and
-/// bounding the memory a single line may take.
+/// Splits a client's byte stream into requests.
+///
+/// QMP clients differ in how they delimit requests: people and most tools
+/// end each with a newline, while `qemu.qmp` (like QEMU's own streaming
+/// parser) sends bare objects with no terminator. A unit therefore ends at a
+/// newline, or as soon as a top-level `{...}`/`[...]` is balanced (braces
+/// inside strings do not count). A newline always ends the unit, so a
+/// malformed line is answered with an error right away instead of swallowing
+/// the lines after it. Partial units survive across reads; at most
+/// `max_line` bytes are held for one unit.
 #[derive(Debug)]
-pub struct LineBuffer {
+pub struct Framer {
     buf: Vec<u8>,
-    /// Start of the first unconsumed byte.
+    /// Start of the unit being assembled.
+    start: usize,
+    /// Next byte to scan.
     pos: usize,
-    /// Bytes before this offset are known to hold no newline.
-    scanned: usize,
-    /// Dropping bytes of an over-long line until the next newline.
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    /// The unit holds something besides whitespace.
+    nonblank: bool,
+    /// Dropping the rest of an over-long unit.
     discarding: bool,
     max_line: usize,
 }
 
-impl Default for LineBuffer {
+impl Default for Framer {
     fn default() -> Self {
         Self::new(MAX_LINE)
     }
 }
 
-impl LineBuffer {
-    /// A buffer accepting lines of at most `max_line` bytes.
+impl Framer {
+    /// A framer accepting units of at most `max_line` bytes.
     pub fn new(max_line: usize) -> Self {
-        LineBuffer {
+        Framer {
             buf: Vec::new(),
+            start: 0,
             pos: 0,
-            scanned: 0,
+            depth: 0,
+            in_string: false,
+            escaped: false,
+            nonblank: false,
             discarding: false,
             max_line,
         }
@@ -90,79 +107,119 @@ impl LineBuffer {
 
     /// Append bytes read from the peer.
     pub fn push(&mut self, data: &[u8]) {
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
-            self.scanned -= self.pos;
-            self.pos = 0;
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.pos -= self.start;
+            self.start = 0;
+        }
+        if self.buf.is_empty() && self.buf.capacity() > 64 * 1024 {
+            self.buf.shrink_to(64 * 1024);
         }
         self.buf.extend_from_slice(data);
     }
 
     /// Number of bytes held (unconsumed).
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.pos
+        self.buf.len() - self.start
     }
 
-    fn reset(&mut self) {
-        self.buf.clear();
-        self.buf.shrink_to(64 * 1024);
-        self.pos = 0;
-        self.scanned = 0;
+    fn reset_json(&mut self) {
+        self.depth = 0;
+        self.in_string = false;
+        self.escaped = false;
+        self.nonblank = false;
     }
 
-    /// The next complete line or over-long-line marker, in input order.
+    /// Track JSON nesting; true when `b` closes the top-level value.
+    fn scan(&mut self, b: u8) -> bool {
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+            }
+            return false;
+        }
+        match b {
+            b'"' => self.in_string = true,
+            b'{' | b'[' => self.depth += 1,
+            b'}' | b']' if self.depth > 0 => {
+                self.depth -= 1;
+                return self.depth == 0;
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// The next complete unit or over-long marker, in input order.
     pub fn next_frame(&mut self) -> Option<Frame> {
-        loop {
-            let found = self.buf[self.scanned..].iter().position(|&b| b == b'\n');
-            match found {
-                Some(offset) => {
-                    let end = self.scanned + offset;
-                    let start = self.pos;
-                    self.pos = end + 1;
-                    self.scanned = self.pos;
-                    if self.discarding {
-                        self.discarding = false;
-                        continue;
-                    }
-                    if end - start > self.max_line {
-                        return Some(Frame::TooLong);
-                    }
+        while self.pos < self.buf.len() {
+            let b = self.buf[self.pos];
+            self.pos += 1;
+            if b == b'\n' {
+                let (start, end) = (self.start, self.pos - 1);
+                self.start = self.pos;
+                let nonblank = self.nonblank;
+                let discarding = std::mem::take(&mut self.discarding);
+                self.reset_json();
+                if nonblank && !discarding {
                     return Some(Frame::Line(self.buf[start..end].to_vec()));
                 }
-                None => {
-                    self.scanned = self.buf.len();
-                    if self.discarding {
-                        self.reset();
-                        return None;
-                    }
-                    if self.buffered() > self.max_line {
-                        self.reset();
-                        self.discarding = true;
-                        return Some(Frame::TooLong);
-                    }
-                    return None;
+                continue;
+            }
+            let closed = self.scan(b);
+            if self.discarding {
+                self.start = self.pos;
+                if closed {
+                    self.discarding = false;
+                    self.reset_json();
                 }
+                continue;
+            }
+            if !b.is_ascii_whitespace() {
+                self.nonblank = true;
+            }
+            if closed {
+                let start = self.start;
+                self.start = self.pos;
+                self.reset_json();
+                return Some(Frame::Line(self.buf[start..self.pos].to_vec()));
+            }
+            if self.pos - self.start > self.max_line {
+                // Keep the nesting state so the end of an over-long object
+                // (not only a newline) ends the discarding.
+                self.discarding = true;
+                self.start = self.pos;
+                self.nonblank = false;
+                return Some(Frame::TooLong);
             }
         }
+        if !self.nonblank && !self.discarding {
+            // Only whitespace so far: nothing worth keeping.
+            self.start = self.pos;
+        }
+        None
     }
 
-    /// At end of input: the unterminated last line, if any.
+    /// At end of input: the unterminated last unit, if any.
     pub fn finish(&mut self) -> Option<Frame> {
         if let Some(frame) = self.next_frame() {
             return Some(frame);
         }
-        let discarding = std::mem::take(&mut self.discarding);
-        if self.buffered() == 0 || discarding {
-            self.reset();
-            return None;
-        }
-        let line = self.buf[self.pos..].to_vec();
-        self.reset();
-        Some(Frame::Line(line))
+        let unit = (self.nonblank && !self.discarding).then(|| self.buf[self.start..].to_vec());
+        self.buf.clear();
+        self.start = 0;
+        self.pos = 0;
+        self.discarding = false;
+        self.reset_json();
+        unit.map(Frame::Line)
     }
 }
 
-/// The error replied to a line over [`MAX_LINE`] bytes.
+/// The error replied to a request over [`MAX_LINE`] bytes.
 pub fn line_too_long_error() -> QmpError {
     QmpError::generic(format!(
         "JSON parse error, request line exceeds {MAX_LINE} bytes"
@@ -337,7 +394,7 @@ mod tests {
     use crate::ErrorClass;
     use serde_json::json;
 
-    fn frames(buf: &mut LineBuffer) -> Vec<Frame> {
+    fn frames(buf: &mut Framer) -> Vec<Frame> {
         std::iter::from_fn(|| buf.next_frame()).collect()
     }
 
@@ -346,25 +403,12 @@ mod tests {
     }
 
     #[test]
-    fn greeting_is_the_seed_text() {
-        assert_eq!(
-            GREETING,
-            "{\"QMP\":{\"version\":{\"qemu\":{\"micro\":1,\"minor\":0,\"major\":4},\"package\":\"\"},\"capabilities\":[]}}"
-        );
-        let v: Value = serde_json::from_str(GREETING).unwrap();
-        assert_eq!(
-            v["QMP"]["version"],
-            serde_json::to_value(crate::schema::VersionInfo::current()).unwrap()
-        );
-    }
-
-    #[test]
     fn several_lines_in_one_read() {
-        let mut b = LineBuffer::default();
-        b.push(b"{\"execute\":\"a\"}\n{\"execute\":\"b\"}\r\n{\"exec");
+        let mut b = Framer::default();
+        b.push(b"{\"execute\":\"a\"}\n{\"execute\":\"b\"}\r\n\r\n\n{\"exec");
         assert_eq!(
             frames(&mut b),
-            vec![line("{\"execute\":\"a\"}"), line("{\"execute\":\"b\"}\r")]
+            vec![line("{\"execute\":\"a\"}"), line("{\"execute\":\"b\"}")]
         );
         b.push(b"ute\":\"c\"}\n");
         assert_eq!(frames(&mut b), vec![line("{\"execute\":\"c\"}")]);
@@ -372,23 +416,61 @@ mod tests {
     }
 
     #[test]
+    fn objects_without_newlines() {
+        // qemu.qmp writes bare objects, no terminator.
+        let mut b = Framer::default();
+        b.push(br#"{"execute":"qmp_capabilities","arguments":{}}"#);
+        assert_eq!(
+            frames(&mut b),
+            vec![line(r#"{"execute":"qmp_capabilities","arguments":{}}"#)]
+        );
+        b.push(br#"{"execute":"a","id":"}{\"]"} {"execute":"b","arguments":{"x":[1,{"y":"["}]}}"#);
+        assert_eq!(
+            frames(&mut b),
+            vec![
+                line(r#"{"execute":"a","id":"}{\"]"}"#),
+                line(r#" {"execute":"b","arguments":{"x":[1,{"y":"["}]}}"#)
+            ]
+        );
+        assert!(frames(&mut b).is_empty());
+    }
+
+    #[test]
+    fn newline_ends_a_malformed_unit() {
+        let mut b = Framer::default();
+        b.push(b"{\"execute\":\n{\"execute\":\"x\"}\nnonsense\n\"str\"\n}\n");
+        assert_eq!(
+            frames(&mut b),
+            vec![
+                line("{\"execute\":"),
+                line("{\"execute\":\"x\"}"),
+                line("nonsense"),
+                line("\"str\""),
+                line("}"),
+            ]
+        );
+    }
+
+    #[test]
     fn line_split_across_many_reads() {
-        let mut b = LineBuffer::default();
+        let mut b = Framer::default();
         let text = b"{\"execute\":\"query-status\",\"id\":7}\r\n";
+        let mut got = Vec::new();
         for (i, byte) in text.iter().enumerate() {
             b.push(&[*byte]);
             let f = frames(&mut b);
-            if i + 1 < text.len() {
-                assert!(f.is_empty());
-            } else {
-                assert_eq!(f, vec![line("{\"execute\":\"query-status\",\"id\":7}\r")]);
+            if i + 1 != text.len() - 2 {
+                assert!(f.is_empty(), "{i}");
             }
+            got.extend(f);
         }
+        assert_eq!(got, vec![line("{\"execute\":\"query-status\",\"id\":7}")]);
+        assert_eq!(b.buffered(), 0);
     }
 
     #[test]
     fn overlong_line_is_reported_once_and_discarded() {
-        let mut b = LineBuffer::new(16);
+        let mut b = Framer::new(16);
         b.push(&[b'x'; 10]);
         assert!(frames(&mut b).is_empty());
         b.push(&[b'x'; 10]);
@@ -406,12 +488,20 @@ mod tests {
         b.push(&[b'a'; 16]);
         b.push(b"\n");
         assert_eq!(frames(&mut b), vec![Frame::Line(vec![b'a'; 16])]);
+        // An over-long object ends where the object ends.
+        b.push(b"{\"k\":\"");
+        b.push(&[b'}'; 40]);
+        b.push(b"\"}{\"execute\":\"x\"}");
+        assert_eq!(
+            frames(&mut b),
+            vec![Frame::TooLong, line("{\"execute\":\"x\"}")]
+        );
     }
 
     #[test]
     fn one_mebibyte_limit() {
-        let mut b = LineBuffer::default();
-        let chunk = vec![b' '; 64 * 1024];
+        let mut b = Framer::default();
+        let chunk = vec![b'x'; 64 * 1024];
         let mut got = Vec::new();
         for _ in 0..20 {
             b.push(&chunk);
@@ -421,16 +511,24 @@ mod tests {
         assert_eq!(got, vec![Frame::TooLong]);
         b.push(b"\n{}\n");
         assert_eq!(frames(&mut b), vec![line("{}")]);
+        // Whitespace is not hoarded.
+        for _ in 0..20 {
+            b.push(&vec![b' '; 64 * 1024]);
+            assert!(frames(&mut b).is_empty());
+            assert_eq!(b.buffered(), 0);
+        }
     }
 
     #[test]
-    fn finish_yields_unterminated_line() {
-        let mut b = LineBuffer::default();
+    fn finish_yields_unterminated_unit() {
+        let mut b = Framer::default();
         b.push(b"a\nb");
         assert_eq!(b.finish(), Some(line("a")));
         assert_eq!(b.finish(), Some(line("b")));
         assert_eq!(b.finish(), None);
-        let mut b = LineBuffer::new(2);
+        b.push(b"{\"execute\"");
+        assert_eq!(b.finish(), Some(line("{\"execute\"")));
+        let mut b = Framer::new(2);
         b.push(b"abcdef");
         assert_eq!(b.finish(), Some(Frame::TooLong));
         assert_eq!(b.finish(), None);

@@ -16,9 +16,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use crate::dispatch::{Dispatcher, VmControl};
 use crate::events::{ClientOut, EventBus};
-use crate::protocol::{
-    error_response, line_too_long_error, parse_line, Frame, LineBuffer, GREETING,
-};
+use crate::protocol::{error_response, line_too_long_error, parse_line, Frame, Framer, GREETING};
 
 const LISTENER_TOKEN: u64 = 0;
 const WAKE_TOKEN: u64 = 1;
@@ -202,7 +200,7 @@ impl Drop for QmpServer {
 /// Input side of a client, owned by the server thread.
 struct Conn {
     stream: Arc<UnixStream>,
-    lines: LineBuffer,
+    lines: Framer,
     /// The peer will send nothing more (EOF, error or hang-up).
     read_closed: bool,
     /// The peer hung up entirely: drop after processing what it sent.
@@ -374,7 +372,7 @@ impl<'a> Loop<'a> {
             token,
             Conn {
                 stream,
-                lines: LineBuffer::default(),
+                lines: Framer::default(),
                 read_closed: false,
                 hung_up: false,
                 interest,

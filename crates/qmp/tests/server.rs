@@ -209,13 +209,24 @@ fn framing_over_the_socket() {
     assert_eq!(c.read_json()["id"], 2);
     assert_eq!(c.read_json()["id"], 3);
     // One command split into many writes.
-    for b in br#"{"execute":"query-status","id":"split"}"# {
+    let text = br#"{"execute":"query-status","id":"split"}"#;
+    for b in &text[..text.len() - 1] {
         c.send_raw(&[*b]);
         std::thread::sleep(Duration::from_millis(1));
     }
     assert!(c.quiet_for(Duration::from_millis(50)));
-    c.send_raw(b"\n");
+    c.send_raw(b"}\r\n");
     assert_eq!(c.read_json()["id"], "split");
+    // Bare objects with no newline at all, as qemu.qmp sends them.
+    c.send_raw(br#"{"execute":"qmp_capabilities","arguments":{}}"#);
+    assert_eq!(c.read_json(), json!({"return":{}}));
+    c.send_raw(br#"{"execute":"query-status","id":"a"}{"execute":"query-version","id":"b"}"#);
+    assert_eq!(c.read_json()["id"], "a");
+    assert_eq!(c.read_json()["id"], "b");
+    // A malformed line is answered at its newline, and the next one works.
+    c.send_raw(b"{\"execute\":\n");
+    assert_eq!(c.read_json()["error"]["class"], "GenericError");
+    assert_eq!(c.cmd(r#"{"execute":"query-status","id":"ok"}"#)["id"], "ok");
     // Non-objects and bad members.
     for line in ["[]", "\"x\"", "1", r#"{"execute":1}"#] {
         assert_eq!(c.cmd(line)["error"]["class"], "GenericError", "{line}");

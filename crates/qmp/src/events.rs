@@ -2,7 +2,7 @@
 //! server thread and any thread that emits events.
 //!
 //! Every byte written to a client (greeting, replies, events) goes through
-//! that client's bounded output buffer in [`Registry`], under one mutex, so
+//! that client's bounded output buffer in a registry under one mutex, so
 //! the order a client sees is the order things were queued (an event emitted
 //! by a command handler precedes that command's reply). Writes are
 //! non-blocking (`MSG_DONTWAIT`); what the socket does not take stays queued
@@ -40,6 +40,9 @@ pub(crate) struct ClientOut {
     pub(crate) events: bool,
     /// Write failed or the buffer overflowed: the server drops the client.
     pub(crate) dead: bool,
+    /// A bounded flush timed out on this client and it has not read
+    /// anything since: later flushes do not wait for it again.
+    stalled: bool,
 }
 
 impl ClientOut {
@@ -50,6 +53,7 @@ impl ClientOut {
             sent: 0,
             events: false,
             dead: false,
+            stalled: false,
         }
     }
 
@@ -101,6 +105,7 @@ impl ClientOut {
             };
             if n >= 0 {
                 self.sent += n as usize;
+                self.stalled = false;
                 continue;
             }
             let err = io::Error::last_os_error();
@@ -132,11 +137,12 @@ impl ClientOut {
     fn flush_until(&mut self, deadline: Instant) {
         loop {
             self.try_flush();
-            if self.dead || self.pending() == 0 {
+            if self.dead || self.pending() == 0 || self.stalled {
                 return;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                self.stalled = true;
                 return;
             }
             let mut pfd = libc::pollfd {
@@ -254,7 +260,9 @@ impl EventBus {
     }
 
     /// Push queued output to every client, waiting at most [`FLUSH_TIMEOUT`]
-    /// in all. Meant for the exit path (after emitting `SHUTDOWN`).
+    /// in all. Meant for the exit path (after emitting `SHUTDOWN`). A client
+    /// that made a flush time out is not waited for again until it reads, so
+    /// calling this after every event costs a stalled client's wait once.
     pub fn flush(&self) {
         self.flush_timeout(FLUSH_TIMEOUT);
     }

@@ -88,4 +88,6 @@ class RawQmp:
                 return events, r
 
     def close(self):
+        # The makefile() object holds the descriptor open too: close both.
+        self.file.close()
         self.sock.close()

@@ -3,6 +3,7 @@
 the guest's poweroff ends the process with status 0."""
 import json
 import os
+import signal
 
 import pytest
 
@@ -35,6 +36,33 @@ def test_elf_kernel_boots():
     vm, m = boot(stratovirt_cmd(cpus=2, kernel=KERNEL_ELF))
     try:
         assert int(m.group(1)) == 2
+    finally:
+        vm.kill()
+
+
+def make_bzimage(payload, entry):
+    """Wraps a 64-bit kernel entered at `entry` as a bzImage: a one-sector setup holding the
+    boot protocol header, then the protected-mode part loaded at code32_start, whose 64-bit
+    entry point is 0x200 bytes in."""
+    setup = bytearray(1024)
+    setup[0x1f1] = 1                                          # setup_sects
+    setup[0x1fe:0x200] = (0xaa55).to_bytes(2, "little")       # boot_flag
+    setup[0x202:0x206] = b"HdrS"                              # header
+    setup[0x206:0x208] = (0x020c).to_bytes(2, "little")       # version 2.12
+    setup[0x211] = 0x01                                       # loadflags: LOADED_HIGH
+    setup[0x214:0x218] = (entry - 0x200).to_bytes(4, "little")  # code32_start
+    setup[0x22c:0x230] = (0x7fffffff).to_bytes(4, "little")   # initrd_addr_max
+    setup[0x236:0x238] = (0x1).to_bytes(2, "little")          # xloadflags: XLF_KERNEL_64
+    return bytes(setup) + b"\xf4" * 0x200 + payload
+
+
+def test_bzimage_kernel_boots(tmp_path):
+    bz = tmp_path / "bzImage"
+    bz.write_bytes(make_bzimage(open(KERNEL_BIN, "rb").read(), 0x1000000))
+    vm, m = boot(stratovirt_cmd(cpus=2, kernel=str(bz)))
+    try:
+        assert int(m.group(1)) == 2
+        assert int(m.group(2)) == usable(128 * MIB)
     finally:
         vm.kill()
 
@@ -107,10 +135,11 @@ def test_guest_exception_is_reported_and_vm_keeps_running():
         vm.kill()
 
 
-def test_sigterm_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_exits_cleanly(tmp_path, sig):
     sock = tmp_path / "vm.sock"
     vm, _ = boot(stratovirt_cmd(qmp=str(sock)))
-    vm.proc.terminate()
+    vm.proc.send_signal(sig)
     assert vm.wait_exit(10) == 0
     assert not sock.exists()
 

@@ -255,6 +255,28 @@ mod tests {
     }
 
     #[test]
+    fn bzimage_payload_loads_at_code32_start_and_enters_0x200_in() {
+        let m = mem();
+        let mut bz = vec![0u8; 1024];
+        bz[0x1f1] = 1; // setup_sects: the payload starts at 1024
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        bz[0x206..0x208].copy_from_slice(&0x020cu16.to_le_bytes());
+        bz[0x211] = 1; // LOADED_HIGH
+        bz[0x214..0x218].copy_from_slice(&0x20_0000u32.to_le_bytes());
+        bz.extend_from_slice(&[0xf4; 0x200]);
+        bz.extend_from_slice(&[0x90, 0xeb, 0xfe]);
+        let p = temp("bz", &bz);
+        let k = load_kernel(&m, &p).unwrap();
+        assert_eq!(k.format, KernelFormat::BzImage);
+        assert_eq!(k.entry, 0x20_0200);
+        assert_eq!(k.end, 0x20_0203);
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x20_0200)).unwrap(), 0x90);
+        let hdr = k.setup_header.unwrap();
+        assert_eq!({ hdr.version }, 0x020c);
+        std::fs::remove_file(p).unwrap();
+    }
+
+    #[test]
     fn initrd_goes_high_and_aligned() {
         let m = mem();
         let p = temp("initrd", &[7u8; 5000]);

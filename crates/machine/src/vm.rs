@@ -63,6 +63,7 @@ pub struct Machine {
     _vm: VmFd,
     mem: GuestMemoryMmap,
     vcpus: Vec<Vcpu>,
+    control: Arc<VcpuControl>,
     serial: Arc<Mutex<SerialDevice>>,
     serial_input_ready: Arc<EventFd>,
     serial_stdio: bool,
@@ -308,12 +309,12 @@ impl Machine {
                 exit: exit.clone(),
             });
         }
-        let _ = control;
         Ok(Machine {
             _kvm: kvm,
             _vm: vm,
             mem,
             vcpus,
+            control,
             serial,
             serial_input_ready,
             serial_stdio,
@@ -344,11 +345,7 @@ impl Machine {
         vcpu::install_kick_handler().map_err(MachineError::Thread)?;
         let blocks = self.blocks.clone();
         cleanup::on_exit(move || blocks.flush_all());
-        let control = self
-            .vcpus
-            .first()
-            .map(|v| v.control.clone())
-            .unwrap_or_default();
+        let control = self.control.clone();
         let mut handles = Vec::new();
         for v in self.vcpus.drain(..) {
             let (id, shared) = (v.id, v.shared.clone());

@@ -99,3 +99,12 @@ pub fn halt_forever() -> ! {
         unsafe { asm!("cli", "hlt", options(nomem, nostack)) }
     }
 }
+
+/// Full memory barrier: orders earlier stores before later loads (what
+/// x86's TSO otherwise lets pass), for rings shared with a device. A locked
+/// no-op on the stack, not `mfence`, which is an SSE2 instruction.
+pub fn mb() {
+    // SAFETY: or-ing 0 into the word at the stack pointer leaves it as it
+    // was; the lock prefix makes it a full barrier. Only the flags change.
+    unsafe { asm!("lock or dword ptr [rsp], 0", options(nostack)) }
+}

@@ -9,6 +9,7 @@ pub mod acpi;
 pub mod bootinfo;
 pub mod bytes;
 pub mod cmdline;
+pub mod crc32;
 pub mod e820;
 pub mod fixedvec;
 pub mod mptable;
@@ -17,6 +18,7 @@ pub mod pagetable;
 pub mod pattern;
 pub mod physmem;
 pub mod topology;
+pub mod virtq;
 
 #[cfg(test)]
 mod testmem;

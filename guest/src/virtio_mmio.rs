@@ -1,11 +1,13 @@
 //! virtio-mmio transports named on the command line: probing their
-//! registers for `info`, and acknowledging their interrupts.
+//! registers for `info`, acknowledging their interrupts and passing
+//! configuration changes to the virtio-blk driver.
 
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use testkernel::cmdline::{VirtioMmioDev, VirtioScan};
 
-use crate::phys;
+use crate::{phys, virtio_blk};
 
 /// "virt" in little endian.
 pub const MAGIC: u32 = 0x7472_6976;
@@ -29,7 +31,55 @@ pub mod reg {
     pub const INTERRUPT_STATUS: u64 = 0x060;
     /// Acknowledges interrupt causes.
     pub const INTERRUPT_ACK: u64 = 0x064;
+    /// Driver features, 32 bits selected by `DRIVER_FEATURES_SEL`.
+    pub const DRIVER_FEATURES: u64 = 0x020;
+    /// Selects the driver feature word.
+    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
+    /// Selects the queue the queue registers refer to.
+    pub const QUEUE_SEL: u64 = 0x030;
+    /// Largest size of the selected queue (0: no such queue).
+    pub const QUEUE_NUM_MAX: u64 = 0x034;
+    /// Size of the selected queue.
+    pub const QUEUE_NUM: u64 = 0x038;
+    /// The selected queue is ready.
+    pub const QUEUE_READY: u64 = 0x044;
+    /// Queue notification (the queue index).
+    pub const QUEUE_NOTIFY: u64 = 0x050;
+    /// Device status.
+    pub const STATUS: u64 = 0x070;
+    /// Descriptor table address, low half.
+    pub const QUEUE_DESC_LOW: u64 = 0x080;
+    /// Descriptor table address, high half.
+    pub const QUEUE_DESC_HIGH: u64 = 0x084;
+    /// Driver area address, low half.
+    pub const QUEUE_DRIVER_LOW: u64 = 0x090;
+    /// Driver area address, high half.
+    pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
+    /// Device area address, low half.
+    pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
+    /// Device area address, high half.
+    pub const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
+    /// Configuration generation.
+    pub const CONFIG_GENERATION: u64 = 0x0fc;
+    /// Start of the device configuration space.
+    pub const CONFIG: u64 = 0x100;
 }
+
+/// InterruptStatus bit: a used buffer notification.
+pub const INT_USED_BUFFER: u32 = 1;
+/// InterruptStatus bit: the configuration changed.
+pub const INT_CONFIG: u32 = 2;
+
+/// Most transports the command line may name (see `cmdline`).
+const MAX_TRANSPORTS: usize = testkernel::cmdline::MAX_VIRTIO_MMIO;
+
+/// Transports whose window answered with the magic value at boot, so the
+/// interrupt handler need not read the magic again.
+static PRESENT: [AtomicBool; MAX_TRANSPORTS] = [const { AtomicBool::new(false) }; MAX_TRANSPORTS];
+/// Interrupts per transport whose status had the used-buffer bit.
+static USED_IRQS: [AtomicU64; MAX_TRANSPORTS] = [const { AtomicU64::new(0) }; MAX_TRANSPORTS];
+/// Interrupts per transport whose status had the configuration bit.
+static CONFIG_IRQS: [AtomicU64; MAX_TRANSPORTS] = [const { AtomicU64::new(0) }; MAX_TRANSPORTS];
 
 struct Devices(UnsafeCell<VirtioScan>);
 
@@ -48,11 +98,18 @@ static DEVICES: Devices = Devices(UnsafeCell::new(VirtioScan {
     dropped: 0,
 }));
 
-/// Records the devices parsed from the command line. Boot CPU, once,
-/// before interrupts are enabled.
+/// Records the devices parsed from the command line and which of them
+/// answer. Boot CPU, once, after paging is set up and before interrupts are
+/// enabled.
 pub fn init(scan: VirtioScan) {
     // SAFETY: see `Devices`.
     unsafe { *DEVICES.0.get() = scan };
+    for (i, dev) in devices().iter().enumerate() {
+        let present = phys::is_mapped(dev.base, 0x100)
+            && dev.base & 3 == 0
+            && read(dev.base, reg::MAGIC) == MAGIC;
+        PRESENT[i].store(present, Ordering::Relaxed);
+    }
 }
 
 /// The command-line scan result.
@@ -86,14 +143,16 @@ pub enum Probe {
     },
 }
 
-fn read(base: u64, off: u64) -> u32 {
+/// Reads a register of the transport at `base`.
+pub fn read(base: u64, off: u64) -> u32 {
     // SAFETY: callers check that `base + 0x100` is identity mapped; the
     // address is a 4-byte aligned register of a virtio-mmio window the VMM
     // named on the command line.
     unsafe { phys::read32(base + off) }
 }
 
-fn write(base: u64, off: u64, v: u32) {
+/// Writes a register of the transport at `base`.
+pub fn write(base: u64, off: u64, v: u32) {
     // SAFETY: as for `read`; these registers only affect the device.
     unsafe { phys::write32(base + off, v) }
 }
@@ -119,16 +178,46 @@ pub fn probe(dev: &VirtioMmioDev) -> Probe {
     }
 }
 
+/// Whether transport `index` answered with the magic value at boot.
+pub fn present(index: usize) -> bool {
+    PRESENT
+        .get(index)
+        .is_some_and(|p| p.load(Ordering::Relaxed))
+}
+
+/// Interrupts of transport `index` that reported used buffers.
+pub fn used_irqs(index: usize) -> u64 {
+    USED_IRQS
+        .get(index)
+        .map_or(0, |c| c.load(Ordering::Relaxed))
+}
+
+/// Interrupts of transport `index` that reported a configuration change.
+pub fn config_irqs(index: usize) -> u64 {
+    CONFIG_IRQS
+        .get(index)
+        .map_or(0, |c| c.load(Ordering::Relaxed))
+}
+
 /// Interrupt on `gsi`: acknowledges whatever the devices on that line
-/// report, so the (edge-triggered) line can fire again.
+/// report, so the (edge-triggered) line can fire again, counts the causes,
+/// and lets the block driver re-read a changed configuration.
 pub fn on_irq(gsi: u32) {
-    for dev in devices().iter().filter(|d| d.irq == gsi) {
-        if !phys::is_mapped(dev.base, 0x100) || read(dev.base, reg::MAGIC) != MAGIC {
+    for (i, dev) in devices().iter().enumerate() {
+        if dev.irq != gsi || !present(i) {
             continue;
         }
         let status = read(dev.base, reg::INTERRUPT_STATUS);
-        if status != 0 {
-            write(dev.base, reg::INTERRUPT_ACK, status);
+        if status == 0 {
+            continue;
+        }
+        write(dev.base, reg::INTERRUPT_ACK, status);
+        if status & INT_USED_BUFFER != 0 {
+            USED_IRQS[i].fetch_add(1, Ordering::Relaxed);
+        }
+        if status & INT_CONFIG != 0 {
+            CONFIG_IRQS[i].fetch_add(1, Ordering::Relaxed);
+            virtio_blk::on_config_change(i);
         }
     }
 }

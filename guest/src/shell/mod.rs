@@ -6,6 +6,7 @@
 //! group is one line in [`GROUPS`].
 
 mod basic;
+mod blk;
 mod mem;
 mod power;
 
@@ -25,7 +26,12 @@ pub struct Command {
 }
 
 /// Every command group.
-const GROUPS: &[&[Command]] = &[basic::COMMANDS, mem::COMMANDS, power::COMMANDS];
+const GROUPS: &[&[Command]] = &[
+    basic::COMMANDS,
+    mem::COMMANDS,
+    blk::COMMANDS,
+    power::COMMANDS,
+];
 
 /// All commands, in `help` order.
 pub fn commands() -> impl Iterator<Item = &'static Command> {

@@ -3,6 +3,8 @@
 
 Boot: process spawn to the guest's READY line, and VMM resident memory after READY excluding
 guest RAM. QMP: query-status round trips on one connection and with 10 concurrent clients.
+Block I/O: the test kernel's `blk bench` (4 KiB reads and writes at queue depth 1 and 32, O_DIRECT
+and page cache): requests per second and VMM CPU time per request (`--blk-only` runs just that).
 Runs alternate between the two VMMs so drift hits both alike. Prints medians and ratios.
 """
 import argparse
@@ -163,6 +165,141 @@ def bench_qmp(name, build, n, clients):
     return {"one": one, "one_rate": one_rate, "many": many, "many_rate": many_rate}
 
 
+# -- block I/O -------------------------------------------------------------------------------
+# The test kernel's `blk bench <dev> <requests> <qd> [read|write]` (docs/testkernel.md) keeps
+# <qd> 4 KiB requests in flight on vda. The host measures wall time around the command (send to
+# OK) and the VMM process's CPU time (utime + stime of /proc/<pid>/stat, all threads, so the
+# vCPU thread's instruction emulation is in it for both VMMs alike).
+
+BLK_IMAGE_MIB = 64
+
+
+def blk_image(directory, name, mib=BLK_IMAGE_MIB):
+    """A fully allocated image of `mib` MiB of random data, synced (so reads hit real blocks)."""
+    path = os.path.join(directory, name)
+    chunk = os.urandom(1 << 20)
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
+def stratovirt_blk_cmd(image, direct):
+    return stratovirt_cmd(1, 128) + [
+        "-drive", f"id=rootfs,file={image},readonly=off,direct={'on' if direct else 'off'}",
+        "-device", "virtio-blk-device,drive=rootfs"]
+
+
+def qemu_blk_cmd(image, direct):
+    cmd = qemu_cmd(1, 128)
+    # microvm names its virtio-mmio transports on the kernel command line only with acpi=off;
+    # force-legacy=false gives the modern (version 2) transport stratovirt has.
+    cmd[cmd.index("microvm")] = "microvm,acpi=off"
+    return cmd + [
+        "-global", "virtio-mmio.force-legacy=false",
+        "-drive", f"id=d0,file={image},format=raw,if=none,aio=threads,"
+                  f"cache={'none' if direct else 'writeback'}",
+        "-device", "virtio-blk-device,drive=d0"]
+
+
+class SerialShell:
+    """The test kernel's shell on a process's stdin/stdout (after boot_until_ready)."""
+
+    def __init__(self, p):
+        self.p = p
+
+    def cmd(self, line, timeout=300):
+        os.write(self.p.stdin.fileno(), line.encode() + b"\r")
+        buf = b""
+        deadline = time.perf_counter() + timeout
+        while True:
+            i = buf.find(line.encode())
+            if i >= 0:
+                tail = buf[i + len(line):]
+                for end in (b"\nOK\r\n", b"\nERR"):
+                    j = tail.find(end)
+                    if j >= 0 and (end == b"\nOK\r\n" or tail.find(b"\r\n", j + 1) >= 0):
+                        text = tail[:j + len(end)].decode("latin-1")
+                        if end == b"\nERR":
+                            raise RuntimeError(f"`{line}` failed: {tail.decode('latin-1')!r}")
+                        return [l.strip() for l in text.splitlines() if l.strip()]
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                raise RuntimeError(f"no reply to `{line}`: {buf[-300:]!r}")
+            r, _, _ = select.select([self.p.stdout], [], [], left)
+            if r:
+                chunk = os.read(self.p.stdout.fileno(), 65536)
+                if not chunk:
+                    raise RuntimeError(f"VMM exited during `{line}`: {buf[-300:]!r}")
+                buf += chunk
+
+
+def cpu_seconds(pid):
+    """utime + stime of the whole process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def blk_run(shell, pid, requests, qd, op):
+    """One `blk bench`: (requests/s from host wall time, host CPU us per request, guest irqs)."""
+    c0, t0 = cpu_seconds(pid), time.perf_counter()
+    lines = shell.cmd(f"blk bench vda {requests} {qd} {op}")
+    t1, c1 = time.perf_counter(), cpu_seconds(pid)
+    kv = dict(w.split("=", 1) for w in lines[-2].split() if "=" in w)
+    if int(kv["requests"]) != requests or int(kv["qd"]) != qd:
+        raise RuntimeError(f"unexpected bench reply {lines}")
+    return requests / (t1 - t0), (c1 - c0) * 1e6 / requests, int(kv["irqs"])
+
+
+def bench_blk(requests, reps, direct):
+    """Both VMMs booted side by side on copies of one image; measurements alternate."""
+    combos = [(op, qd) for op in ("read", "write") for qd in (1, 32)]
+    res = {(vmm, op, qd): [] for vmm in ("stratovirt", "qemu") for op, qd in combos}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMPDIR", "/tmp")) as d:
+        images = {"stratovirt": blk_image(d, "sv.img"), "qemu": blk_image(d, "qemu.img")}
+        vms = {}
+        try:
+            for vmm, build in (("stratovirt", stratovirt_blk_cmd), ("qemu", qemu_blk_cmd)):
+                p, _ = boot_until_ready(build(images[vmm], direct))
+                vms[vmm] = (p, SerialShell(p))
+            for vmm, (p, sh) in vms.items():  # warm-up: first-touch of the guest buffers
+                blk_run(sh, p.pid, 200, 32, "read")
+                blk_run(sh, p.pid, 200, 32, "write")
+            for _ in range(reps):
+                for op, qd in combos:
+                    for vmm, (p, sh) in vms.items():
+                        res[(vmm, op, qd)].append(blk_run(sh, p.pid, requests, qd, op))
+        finally:
+            for p, _ in vms.values():
+                stop(p)
+    return res
+
+
+def print_blk(res, direct, requests, reps):
+    mode = "direct=on / cache=none (O_DIRECT)" if direct else "direct=off / cache=writeback"
+    print(f"# block: 4 KiB requests on vda, {mode}, {requests} requests x {reps} alternating "
+          f"runs, medians; 64 MiB image on {os.environ.get('BENCH_TMPDIR', '/tmp')}")
+    print(f"{'':12s}{'stratovirt':>24s}{'qemu':>24s}   sv/qemu req/s  qemu/sv CPU")
+    print(f"{'':12s}{'req/s  CPU us/req':>24s}{'req/s  CPU us/req':>24s}")
+    for op in ("read", "write"):
+        for qd in (1, 32):
+            s = res[("stratovirt", op, qd)]
+            q = res[("qemu", op, qd)]
+            srate, scpu = statistics.median(x[0] for x in s), statistics.median(x[1] for x in s)
+            qrate, qcpu = statistics.median(x[0] for x in q), statistics.median(x[1] for x in q)
+            print(f"{op:5s} qd={qd:<3d} {srate:10.0f} {scpu:10.1f}   {qrate:10.0f} {qcpu:10.1f}   "
+                  f"{srate/qrate:10.2f}x  {qcpu/scpu:10.2f}x")
+
+
+def blk_section(requests, reps):
+    for direct in (True, False):
+        res = bench_blk(requests, reps, direct)
+        print_blk(res, direct, requests, reps)
+
+
 def pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -174,10 +311,16 @@ def main():
     ap.add_argument("--cpus", type=int, default=1)
     ap.add_argument("--mem", type=int, default=128)
     ap.add_argument("--qmp-requests", type=int, default=2000)
+    ap.add_argument("--blk-requests", type=int, default=4000)
+    ap.add_argument("--blk-runs", type=int, default=3)
+    ap.add_argument("--blk-only", action="store_true", help="only the block I/O section")
     a = ap.parse_args()
     for f in (STRATOVIRT, KERNEL_ELF):
         if not os.path.exists(f):
             sys.exit(f"missing {f}: run `make build` first")
+    if a.blk_only:
+        blk_section(a.blk_requests, a.blk_runs)
+        return
 
     print(f"# boot: {a.runs} alternating runs each, {a.cpus} vCPU, {a.mem} MiB, guest testkernel.elf")
     r = bench_boot(a.runs, a.cpus, a.mem)
@@ -199,6 +342,8 @@ def main():
     s, qq = q["stratovirt"], q["qemu"]
     print(f"throughput ratio stratovirt/qemu: 1 client {s['one_rate']/qq['one_rate']:.2f}x, "
           f"10 clients {s['many_rate']/qq['many_rate']:.2f}x")
+
+    blk_section(a.blk_requests, a.blk_runs)
 
 
 if __name__ == "__main__":

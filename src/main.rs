@@ -4,13 +4,144 @@ mod control;
 
 use config::{Action, VmConfig};
 use machine::{cleanup, Machine};
+use sandbox::seccomp::ThreadKind;
+use sandbox::{daemon, last_resort};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The exit path before the event loop runs: the same clean-ups as every other exit, the
+/// reason in the log file (when there is one), on stderr, and to a waiting daemon parent.
 fn fail(msg: impl std::fmt::Display) -> ! {
     cleanup::run_cleanups();
+    let msg = msg.to_string();
+    if logs_to_file() {
+        log::error!("{msg}");
+    }
     eprintln!("stratovirt: {msg}");
+    daemon::notify_failure(&msg);
     std::process::exit(1)
+}
+
+fn logs_to_file() -> bool {
+    sandbox::logger::raw_fd() != 2
+}
+
+/// A daemon works in `/`: paths given relative to the starting directory are made absolute
+/// before it moves there.
+fn make_paths_absolute(cfg: &mut VmConfig) -> std::io::Result<()> {
+    let abs = |p: &mut PathBuf| -> std::io::Result<()> {
+        if p.is_relative() {
+            *p = std::path::absolute(&*p)?;
+        }
+        Ok(())
+    };
+    abs(&mut cfg.boot.kernel)?;
+    if let Some(p) = cfg.boot.initrd.as_mut() {
+        abs(p)?;
+    }
+    for d in &mut cfg.drives {
+        abs(&mut d.path)?;
+    }
+    if let Some(q) = cfg.qmp.as_mut() {
+        abs(&mut q.path)?;
+    }
+    if let Some(c) = cfg.console.as_mut() {
+        abs(&mut c.socket_path)?;
+    }
+    if let Some(p) = cfg.process.pidfile.as_mut() {
+        abs(p)?;
+    }
+    if let Some(Some(p)) = cfg.process.log_file.as_mut() {
+        abs(p)?;
+    }
+    Ok(())
+}
+
+/// A panic (a bug) still leaves no pidfile, socket or raw terminal behind, and says what
+/// happened in the log; with seccomp on, the default hook's backtrace (which reads the
+/// executable) is skipped.
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        last_resort::run();
+        if logs_to_file() {
+            log::error!("panic: {info}");
+        }
+        daemon::notify_failure(&format!("panic: {info}"));
+        if sandbox::seccomp::is_enabled() {
+            let name = std::thread::current().name().unwrap_or("?").to_string();
+            eprintln!("stratovirt: thread '{name}' panicked: {info}");
+        } else {
+            default(info);
+        }
+    }));
+}
+
+fn log_config(cfg: &VmConfig) {
+    log::info!(
+        "starting VM {}: {} vCPUs, {} MiB, kernel {}",
+        cfg.name,
+        cfg.machine.vcpus,
+        cfg.machine.mem_size >> 20,
+        cfg.boot.kernel.display()
+    );
+    let disks: Vec<String> = cfg
+        .drives
+        .iter()
+        .map(|d| {
+            format!(
+                "{}={}{}{}",
+                d.id,
+                d.path.display(),
+                if d.read_only { ",ro" } else { "" },
+                if d.direct { ",direct" } else { "" }
+            )
+        })
+        .collect();
+    log::info!(
+        "config: disks [{}], initrd {}, qmp {}, serial {}, seccomp {}, daemon {}, pidfile {}, \
+         guest memory in core dumps {}, pid {}",
+        disks.join(" "),
+        cfg.boot
+            .initrd
+            .as_ref()
+            .map_or("none".into(), |p| p.display().to_string()),
+        cfg.qmp
+            .as_ref()
+            .map_or("none".into(), |q| q.path.display().to_string()),
+        if cfg.serial.as_ref().is_some_and(|s| s.stdio) {
+            "stdio"
+        } else {
+            "none"
+        },
+        if cfg.process.seccomp { "on" } else { "off" },
+        if cfg.process.daemonize { "yes" } else { "no" },
+        cfg.process
+            .pidfile
+            .as_ref()
+            .map_or("none".into(), |p| p.display().to_string()),
+        if cfg.machine.omit_vm_memory {
+            "no"
+        } else {
+            "yes"
+        },
+        std::process::id()
+    );
+}
+
+/// With `-serial stdio` on a terminal, the event loop makes it raw: keep its attributes so
+/// that a last-resort exit (seccomp violation, panic) restores them too.
+fn save_terminal(cfg: &VmConfig) {
+    if !cfg.serial.as_ref().is_some_and(|s| s.stdio) {
+        return;
+    }
+    // SAFETY: termios is plain data; tcgetattr fills it or fails (then it is not used).
+    let mut attrs: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: `attrs` is a valid termios to write into.
+    if unsafe { libc::tcgetattr(0, &mut attrs) } == 0 {
+        last_resort::restore_terminal_on_abort(0, attrs);
+    }
 }
 
 /// Options whose devices or features this build does not have yet: refused, never ignored.
@@ -28,9 +159,6 @@ fn refuse_unsupported(cfg: &VmConfig) -> Result<(), String> {
     if cfg.incoming.is_some() {
         return not_yet("-incoming (snapshot restore)");
     }
-    if cfg.process.daemonize {
-        return not_yet("-daemonize");
-    }
     Ok(())
 }
 
@@ -38,7 +166,7 @@ fn main() {
     let start = Instant::now();
     machine::signals::block_exit_signals();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cfg = match config::parse_args(&args) {
+    let mut cfg = match config::parse_args(&args) {
         Ok(Action::Run(cfg)) => cfg,
         Ok(Action::Help(text)) | Ok(Action::Version(text)) => {
             println!("{text}");
@@ -53,18 +181,39 @@ fn main() {
     if let Err(e) = refuse_unsupported(&cfg) {
         fail(e);
     }
-    log::info!(
-        "starting VM {}: {} vCPUs, {} MiB, kernel {}",
-        cfg.name,
-        cfg.machine.vcpus,
-        cfg.machine.mem_size >> 20,
-        cfg.boot.kernel.display()
-    );
+    if cfg.process.daemonize {
+        if let Err(e) = make_paths_absolute(&mut cfg) {
+            fail(format!("-daemonize: cannot resolve a relative path: {e}"));
+        }
+    }
+    if cfg.process.seccomp {
+        if let Err(e) = sandbox::seccomp::enable() {
+            fail(e);
+        }
+    }
+    // Before any thread exists.
+    if cfg.process.daemonize {
+        if let Err(e) = daemon::daemonize() {
+            fail(e);
+        }
+    }
+    install_panic_hook();
+    log_config(&cfg);
+    if let Some(path) = &cfg.process.pidfile {
+        match sandbox::pidfile::PidFile::create(path) {
+            Ok(pidfile) => {
+                last_resort::unlink_on_abort(pidfile.path());
+                cleanup::on_exit(move || pidfile.remove());
+            }
+            Err(e) => fail(e),
+        }
+    }
 
     // The QMP socket accepts connections before the guest starts.
     let qmp = match &cfg.qmp {
         Some(q) => match qmp::QmpServer::bind(&q.path) {
             Ok(server) => {
+                last_resort::unlink_on_abort(&q.path);
                 let guard = server.socket_guard();
                 cleanup::on_exit(move || guard.cleanup());
                 Some(server)
@@ -102,5 +251,9 @@ fn main() {
             fail(format!("cannot start the QMP thread: {e}"));
         }
     }
+    save_terminal(&cfg);
+    // The VM is built and QMP accepts connections: a daemon's parent may exit now.
+    daemon::notify_ready();
+    sandbox::seccomp::apply(ThreadKind::Main);
     vm.run_event_loop(handle)
 }

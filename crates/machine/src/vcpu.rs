@@ -173,6 +173,7 @@ impl Vcpu {
     }
 
     fn run(mut self) {
+        sandbox::seccomp::apply(sandbox::seccomp::ThreadKind::Vcpu);
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
         self.shared.tid.store(tid, Ordering::Release);

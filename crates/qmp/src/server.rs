@@ -175,6 +175,7 @@ impl QmpServer {
     /// calling thread; on return every client is closed and the socket file
     /// removed.
     pub fn run(self, vm: Arc<dyn VmControl>) {
+        sandbox::seccomp::apply(sandbox::seccomp::ThreadKind::Qmp);
         match Loop::new(&self, vm) {
             Ok(mut l) => l.run(),
             Err(e) => log::error!("QMP server failed to start: {e}"),

@@ -1,3 +1,9 @@
-//! Process concerns: the log, and (with the hardening work) seccomp filters and daemon mode.
+//! Process concerns: the log, seccomp filters per thread kind, daemon mode and the pidfile, and
+//! the last-resort clean-ups a signal handler may run.
 
+pub mod daemon;
+pub mod last_resort;
 pub mod logger;
+pub mod pidfile;
+pub mod seccomp;
+mod stackbuf;

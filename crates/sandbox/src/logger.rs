@@ -3,7 +3,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,8 +22,17 @@ struct Logger {
     sink: Mutex<Sink>,
 }
 
+/// The descriptor the log goes to (stderr until [`init`] opens a file), for code that must
+/// write without the logger (the SIGSYS handler).
+static LOG_FD: AtomicI32 = AtomicI32::new(2);
+
+/// The log's file descriptor: the `-D` file, or 2 (stderr).
+pub fn raw_fd() -> i32 {
+    LOG_FD.load(Ordering::Relaxed)
+}
+
 /// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -109,11 +120,17 @@ pub fn init(file: Option<&Path>) -> Result<(), String> {
             tty: unsafe { libc::isatty(2) } == 1,
         },
     };
+    let fd = match &sink {
+        Sink::File(f) => f.as_raw_fd(),
+        Sink::Stderr { .. } => 2,
+    };
     log::set_boxed_logger(Box::new(Logger {
         level,
         sink: Mutex::new(sink),
     }))
     .map_err(|e| format!("logger: {e}"))?;
+    // The file lives in the logger for the rest of the process.
+    LOG_FD.store(fd, Ordering::Relaxed);
     log::set_max_level(level);
     Ok(())
 }

@@ -90,6 +90,7 @@ impl Drop for WorkerHandle {
 
 impl Running {
     fn run(mut self) {
+        sandbox::seccomp::apply(sandbox::seccomp::ThreadKind::Blk);
         // Requests made available before the device started.
         self.process_queue();
         let mut fds = [

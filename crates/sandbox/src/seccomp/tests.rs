@@ -1,0 +1,261 @@
+use super::*;
+use std::io::Read;
+use std::os::fd::FromRawFd;
+
+/// StratoVirt's microvm allow-list has 67 system calls (glibc build); each of ours is smaller.
+const STRATOVIRT_MICROVM_SYSCALLS: usize = 67;
+
+/// Runs `body` in a forked child whose stderr is a pipe; returns (exit status, or minus the
+/// signal that killed it; what it wrote on stderr).
+fn in_child(body: impl FnOnce()) -> (i32, String) {
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` has room for two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the child only runs `body` and then _exits; glibc makes malloc usable after fork.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: descriptors of this (child) process.
+        unsafe {
+            libc::dup2(fds[1], 2);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_ok();
+        // SAFETY: ends the child without running the test harness's code.
+        unsafe { libc::_exit(if ok { 0 } else { 101 }) };
+    }
+    // SAFETY: the write end belongs to this process and is closed once.
+    unsafe { libc::close(fds[1]) };
+    // SAFETY: the read end is ours; File takes ownership.
+    let mut r = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+    let mut out = String::new();
+    r.read_to_string(&mut out).unwrap();
+    let mut status = 0;
+    // SAFETY: waits for our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -libc::WTERMSIG(status)
+    };
+    (code, out)
+}
+
+fn say(s: &str) {
+    // SAFETY: writes from a valid buffer.
+    unsafe { libc::write(2, s.as_ptr() as *const libc::c_void, s.len()) };
+}
+
+fn filtered(kind: ThreadKind, body: impl FnOnce()) -> (i32, String) {
+    in_child(move || {
+        trap::install_handler().unwrap();
+        install(kind).unwrap();
+        body();
+    })
+}
+
+#[test]
+fn a_denied_call_traps_and_names_the_call_and_thread() {
+    for kind in ThreadKind::ALL {
+        let (code, err) = filtered(kind, || {
+            say("before\n");
+            // socket(2) is on no list.
+            // SAFETY: a plain system call with integer arguments.
+            unsafe { libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0) };
+            say("after\n");
+        });
+        assert_eq!(code, EXIT_CODE, "{kind:?}: {err}");
+        assert!(err.starts_with("before\n"), "{err}");
+        assert!(!err.contains("after"), "{err}");
+        let want = format!("forbidden system call {}", libc::SYS_socket);
+        assert!(err.contains(&want), "{kind:?}: {err}");
+        assert!(err.contains(&format!("({} filter)", kind.name())), "{err}");
+        assert!(err.contains(" ERROR ["), "in the log's format: {err}");
+    }
+}
+
+#[test]
+fn allowed_calls_pass() {
+    for kind in ThreadKind::ALL {
+        let (code, err) = filtered(kind, || {
+            let v = vec![7u8; 1 << 20];
+            say(&format!("alive {}\n", v.len()));
+        });
+        assert_eq!((code, err.as_str()), (0, "alive 1048576\n"), "{kind:?}");
+    }
+}
+
+#[test]
+fn ioctl_requests_are_checked() {
+    // The worker may restore the terminal (TCSETS) on a last-resort exit, nothing else.
+    let (code, err) = filtered(ThreadKind::Blk, || {
+        // SAFETY: termios is plain data.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: TCGETS writes a termios into `t`.
+        unsafe { libc::ioctl(0, libc::TCGETS, &mut t) };
+    });
+    assert_eq!(code, EXIT_CODE, "{err}");
+    assert!(
+        err.contains(&format!("forbidden system call {}", libc::SYS_ioctl)),
+        "{err}"
+    );
+}
+
+#[test]
+fn executable_mappings_are_refused() {
+    for kind in ThreadKind::ALL {
+        let (code, err) = filtered(kind, || {
+            // SAFETY: an anonymous mapping; never used.
+            unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_EXEC,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+        });
+        assert_eq!(code, EXIT_CODE, "{kind:?}: {err}");
+        assert!(
+            err.contains(&format!("forbidden system call {}", libc::SYS_mmap)),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn vcpu_threads_start_workers_but_cannot_fork() {
+    let (code, err) = filtered(ThreadKind::Vcpu, || {
+        let worker = std::thread::Builder::new()
+            .name("blk0".into())
+            .spawn(|| {
+                install(ThreadKind::Blk).unwrap();
+                say("worker filtered\n");
+            })
+            .unwrap();
+        worker.join().unwrap();
+        say("joined\n");
+        // SAFETY: fork is denied by the filter; the child never exists.
+        unsafe { libc::fork() };
+        say("forked\n");
+    });
+    assert_eq!(code, EXIT_CODE, "{err}");
+    assert!(err.starts_with("worker filtered\njoined\n"), "{err}");
+    assert!(!err.contains("forked"), "{err}");
+    assert!(
+        err.contains(&format!("forbidden system call {}", libc::SYS_clone)),
+        "{err}"
+    );
+}
+
+#[test]
+fn worker_filter_is_narrower_than_the_vcpu_filter() {
+    let (code, err) = filtered(ThreadKind::Vcpu, || {
+        let worker = std::thread::spawn(|| {
+            install(ThreadKind::Blk).unwrap();
+            // KVM_RUN on stdin: allowed for vCPUs, not for a worker.
+            // SAFETY: the ioctl is trapped before it reaches the kernel.
+            unsafe { libc::ioctl(0, 0xae80) };
+        });
+        let _ = worker.join();
+    });
+    assert_eq!(code, EXIT_CODE, "{err}");
+    assert!(err.contains("(blk filter)"), "{err}");
+}
+
+#[test]
+fn lists_are_smaller_than_stratovirts() {
+    for kind in ThreadKind::ALL {
+        let n = kind.syscalls().len();
+        assert!(n > 5 && n < STRATOVIRT_MICROVM_SYSCALLS, "{kind:?}: {n}");
+        let (allow, _) = kind.programs();
+        assert!(!allow.is_empty());
+    }
+    let all = all_syscalls();
+    assert!(
+        all.len() < STRATOVIRT_MICROVM_SYSCALLS,
+        "{}: {all:?}",
+        all.len()
+    );
+    assert_eq!(mismatch_action(), "trap", "release builds trap");
+}
+
+fn constant(name: &str) -> u64 {
+    generated::CONSTANTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no constant {name}"))
+        .1
+}
+
+/// `_IOC` for x86_64.
+fn ioc(dir: u64, nr: u64, size: usize) -> u64 {
+    (dir << 30) | ((size as u64) << 16) | (0xae << 8) | nr
+}
+
+#[test]
+fn policy_constants_match_the_kernel_headers() {
+    use kvm_bindings::{kvm_mp_state, kvm_regs, kvm_translation};
+    use std::mem::size_of;
+    assert_eq!(constant("KVM_RUN"), ioc(0, 0x80, 0));
+    assert_eq!(
+        constant("KVM_GET_REGS"),
+        ioc(2, 0x81, size_of::<kvm_regs>())
+    );
+    assert_eq!(
+        constant("KVM_TRANSLATE"),
+        ioc(3, 0x85, size_of::<kvm_translation>())
+    );
+    assert_eq!(
+        constant("KVM_GET_MP_STATE"),
+        ioc(2, 0x98, size_of::<kvm_mp_state>())
+    );
+    assert_eq!(constant("TCGETS"), libc::TCGETS);
+    assert_eq!(constant("TCSETS"), libc::TCSETS);
+    assert_eq!(constant("FIONBIO"), libc::FIONBIO);
+    assert_eq!(constant("FIOCLEX"), libc::FIOCLEX);
+    assert_eq!(constant("F_DUPFD_CLOEXEC"), libc::F_DUPFD_CLOEXEC as u64);
+    assert_eq!(constant("F_GETFL"), libc::F_GETFL as u64);
+    assert_eq!(constant("F_SETFL"), libc::F_SETFL as u64);
+    assert_eq!(
+        constant("FUTEX_WAIT_BITSET"),
+        libc::FUTEX_WAIT_BITSET as u64
+    );
+    assert_eq!(
+        constant("FUTEX_PRIVATE_FLAG"),
+        libc::FUTEX_PRIVATE_FLAG as u64
+    );
+    assert_eq!(
+        constant("FUTEX_CLOCK_REALTIME"),
+        libc::FUTEX_CLOCK_REALTIME as u64
+    );
+    assert_eq!(constant("PR_SET_NAME"), libc::PR_SET_NAME as u64);
+    assert_eq!(
+        constant("PR_SET_NO_NEW_PRIVS"),
+        libc::PR_SET_NO_NEW_PRIVS as u64
+    );
+    assert_eq!(constant("MADV_DONTNEED"), libc::MADV_DONTNEED as u64);
+    assert_eq!(constant("PROT_EXEC"), libc::PROT_EXEC as u64);
+    assert_eq!(constant("SIGABRT"), libc::SIGABRT as u64);
+    assert_eq!(constant("MSG_DONTWAIT"), libc::MSG_DONTWAIT as u64);
+    assert_eq!(constant("MSG_NOSIGNAL"), libc::MSG_NOSIGNAL as u64);
+    assert_eq!(constant("GRND_INSECURE"), libc::GRND_INSECURE as u64);
+    assert_eq!(constant("SIGRTMIN"), libc::SIGRTMIN() as u64);
+    let thread_flags = libc::CLONE_VM
+        | libc::CLONE_FS
+        | libc::CLONE_FILES
+        | libc::CLONE_SIGHAND
+        | libc::CLONE_THREAD
+        | libc::CLONE_SYSVSEM
+        | libc::CLONE_SETTLS
+        | libc::CLONE_PARENT_SETTID
+        | libc::CLONE_CHILD_CLEARTID;
+    for (name, v) in generated::CONSTANTS {
+        if let Some(flag) = name.strip_prefix("CLONE_") {
+            assert_ne!(*v & thread_flags as u64, 0, "CLONE_{flag}");
+        }
+    }
+}

@@ -6,7 +6,8 @@ guest's writes (a documented seeded pattern) are in the image after `blk flush` 
 `quit`; read-only disks refuse writes; boot disks come from the command line and from JSON with
 their serial numbers; direct=on (O_DIRECT, the image on ext4) and direct=off; the seed's
 hot-plug transcript replays exactly; ten add/remove cycles of three disks leave no descriptor
-behind and the guest sees every capacity change; every QMP misuse is refused with its message
+behind and the guest sees every capacity change; a hot-plugged read-only disk refuses writes
+(and says so after a device reset); every QMP misuse is refused with its message
 and changes nothing; every malformed request (`blk evil`) is answered or ignored and the VMM
 keeps serving.
 """
@@ -594,3 +595,27 @@ def test_qmp_misuse_is_refused_and_changes_nothing(hotplug_vm, tmp_path):
     wait_guest(vm, "vdd", "capacity", (7 << 20) // SECTOR)
     _, r = q.execute("device_del", {"id": "drive-3"})
     assert err(r, "DeviceNotFound") == "Device 'drive-3' not found"
+
+
+def test_hot_plugged_read_only_disk_refuses_writes(hotplug_vm, tmp_path):
+    vm, q, _ = hotplug_vm
+    q.execute("qmp_capabilities")
+    blob = os.urandom(4096)
+    ro = image(tmp_path, "ro.img", 1 << 20, blob)
+    _, r = blockdev_add(q, "ro-disk", ro, ro=True)
+    assert r == {"return": {}}
+    _, r = device_add(q, "ro-disk", "0x2")
+    assert r == {"return": {}}
+    d = wait_guest(vm, "vdc", "capacity", 2048)
+    # BLK_F_RO was negotiated at boot, for an empty slot: the device refuses writes anyway.
+    assert d["ro"] == "0"
+    assert vm.cmd("blk write vdc 0 8 1")[-1] == "ERR ioerr"
+    assert crc_of(vm, "vdc", 0, 8) == zlib.crc32(blob)
+    # A device reset renegotiates: now the guest is told.
+    assert vm.cmd_ok("blk reset vdc") == ["capacity=2048"]
+    assert blk_list(vm)["vdc"]["ro"] == "1"
+    assert vm.cmd("blk write vdc 0 8 1")[-1] == "ERR ioerr"
+    _, r = q.execute("device_del", {"id": "ro-disk"})
+    assert r == {"return": {}}
+    with open(ro, "rb") as f:
+        assert f.read(4096) == blob

@@ -614,6 +614,13 @@ impl Disk {
     /// completion; returns its used length. Completions of other chains
     /// (left over from malformed requests) are skipped.
     fn submit_wait(&mut self, head: u16, timeout: u64) -> Result<u32, IoError> {
+        if self.event_idx() {
+            // Ask for an interrupt on this completion up front (as Linux's
+            // virtqueue_enable_cb does), so every single request interrupts
+            // however fast the device is; `blk bench` only asks when it is
+            // about to sleep.
+            put(self.at(self.layout.used_event()), self.last_used);
+        }
         let old = self.next_avail;
         self.publish(head);
         self.kick(old);

@@ -136,20 +136,16 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, L
         }
         KernelFormat::Raw => {
             let end = KERNEL_START + size;
-            if end > mem.last_addr().raw_value().min(MMIO_HOLE_START) {
-                return Err(LoadError::TooBig {
-                    kind: "kernel",
-                    path: name,
-                    size,
-                    addr: KERNEL_START,
-                });
-            }
-            mem.read_exact_volatile_from(GuestAddress(KERNEL_START), &mut file, size as usize)
-                .map_err(|e| LoadError::Read {
-                    kind: "kernel",
-                    path: name,
-                    err: std::io::Error::other(e.to_string()),
-                })?;
+            let fits = end <= mem.last_addr().raw_value().min(MMIO_HOLE_START);
+            copy_in(
+                mem,
+                "kernel",
+                name,
+                &mut file,
+                size,
+                fits.then_some(KERNEL_START),
+                KERNEL_START,
+            )?;
             Ok(LoadedKernel {
                 format,
                 entry: KERNEL_START,
@@ -173,24 +169,37 @@ pub fn load_initrd(
     let low_end = (mem.last_addr().raw_value() + 1).min(MMIO_HOLE_START);
     let top = low_end.min(addr_max.saturating_add(1));
     let addr = top.checked_sub(size).map(|a| a & !0xfff);
-    let addr = match addr {
-        Some(a) if a >= kernel_end => a,
-        _ => {
-            return Err(LoadError::TooBig {
-                kind: "initrd",
-                path: name,
-                size,
-                addr: kernel_end,
-            })
-        }
+    let addr = addr.filter(|a| *a >= kernel_end);
+    let addr = copy_in(mem, "initrd", name, &mut file, size, addr, kernel_end)?;
+    Ok((addr, size))
+}
+
+/// Copies `size` bytes of `file` into guest memory at `addr`, or fails with `TooBig` (naming
+/// `wanted`) when no address fits.
+fn copy_in(
+    mem: &GuestMemoryMmap,
+    kind: &'static str,
+    path: String,
+    file: &mut File,
+    size: u64,
+    addr: Option<u64>,
+    wanted: u64,
+) -> Result<u64, LoadError> {
+    let Some(addr) = addr else {
+        return Err(LoadError::TooBig {
+            kind,
+            path,
+            size,
+            addr: wanted,
+        });
     };
-    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)
+    mem.read_exact_volatile_from(GuestAddress(addr), file, size as usize)
         .map_err(|e| LoadError::Read {
-            kind: "initrd",
-            path: name,
+            kind,
+            path,
             err: std::io::Error::other(e.to_string()),
         })?;
-    Ok((addr, size))
+    Ok(addr)
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ impl VmController {
 }
 
 fn qmp_error(e: HotplugError) -> QmpError {
+    // The client gets the reason; the operator's log keeps it too.
+    log::warn!("hot-plug request refused: {e}");
     match e {
         HotplugError::NotFound(m) => QmpError::new(qmp::ErrorClass::DeviceNotFound, m),
         HotplugError::Invalid(m) => QmpError::generic(m),

@@ -114,6 +114,7 @@ impl BlockHotplug {
     pub fn del_node(&self, node_name: &str) -> Result<(), HotplugError> {
         let mut st = self.lock();
         if st.pending.remove(node_name).is_some() {
+            log::info!("blockdev-del: node {node_name} closed");
             return Ok(());
         }
         if st.ids.iter().flatten().any(|i| i == node_name) {

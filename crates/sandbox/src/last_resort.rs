@@ -77,13 +77,17 @@ mod tests {
         let b = dir.join("b.sock");
         std::fs::write(&a, "1").unwrap();
         std::fs::write(&b, "2").unwrap();
-        unlink_on_abort(&a);
-        unlink_on_abort(&b);
-        run();
-        assert!(!a.exists() && !b.exists());
-        std::fs::write(&a, "again").unwrap();
-        run();
-        assert!(a.exists(), "runs once");
+        // In a child: the registry is process-wide and runs once.
+        let (code, out) = crate::test_util::in_child(|| {
+            unlink_on_abort(&a);
+            unlink_on_abort(&b);
+            run();
+            assert!(!a.exists() && !b.exists());
+            std::fs::write(&a, "again").unwrap();
+            run();
+            assert!(a.exists(), "runs once");
+        });
+        assert_eq!(code, 0, "{out}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -7,3 +7,5 @@ pub mod logger;
 pub mod pidfile;
 pub mod seccomp;
 mod stackbuf;
+#[cfg(test)]
+mod test_util;

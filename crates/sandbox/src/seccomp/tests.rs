@@ -1,46 +1,8 @@
 use super::*;
-use std::io::Read;
-use std::os::fd::FromRawFd;
+use crate::test_util::in_child;
 
 /// StratoVirt's microvm allow-list has 67 system calls (glibc build); each of ours is smaller.
 const STRATOVIRT_MICROVM_SYSCALLS: usize = 67;
-
-/// Runs `body` in a forked child whose stderr is a pipe; returns (exit status, or minus the
-/// signal that killed it; what it wrote on stderr).
-fn in_child(body: impl FnOnce()) -> (i32, String) {
-    let mut fds = [-1; 2];
-    // SAFETY: `fds` has room for two descriptors.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: the child only runs `body` and then _exits; glibc makes malloc usable after fork.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        // SAFETY: descriptors of this (child) process.
-        unsafe {
-            libc::dup2(fds[1], 2);
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-        }
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_ok();
-        // SAFETY: ends the child without running the test harness's code.
-        unsafe { libc::_exit(if ok { 0 } else { 101 }) };
-    }
-    // SAFETY: the write end belongs to this process and is closed once.
-    unsafe { libc::close(fds[1]) };
-    // SAFETY: the read end is ours; File takes ownership.
-    let mut r = unsafe { std::fs::File::from_raw_fd(fds[0]) };
-    let mut out = String::new();
-    r.read_to_string(&mut out).unwrap();
-    let mut status = 0;
-    // SAFETY: waits for our child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -libc::WTERMSIG(status)
-    };
-    (code, out)
-}
 
 fn say(s: &str) {
     // SAFETY: writes from a valid buffer.
@@ -84,6 +46,44 @@ fn allowed_calls_pass() {
         });
         assert_eq!((code, err.as_str()), (0, "alive 1048576\n"), "{kind:?}");
     }
+}
+
+#[test]
+fn every_list_allows_the_exit_paths() {
+    // What the SIGSYS handler, a panic and a thread's end need, on every thread.
+    for kind in ThreadKind::ALL {
+        for call in [
+            "write",
+            "clock_gettime",
+            "unlink",
+            "ioctl",
+            "exit",
+            "exit_group",
+            "futex",
+            "getpid",
+            "tgkill",
+            "rt_sigprocmask",
+        ] {
+            assert!(kind.syscalls().contains(&call), "{kind:?} lacks {call}");
+        }
+    }
+}
+
+#[test]
+fn a_violation_runs_the_last_resort_clean_ups() {
+    let dir = std::env::temp_dir().join(format!("sv-seccomp-lr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pidfile = dir.join("vm.pid");
+    std::fs::write(&pidfile, "1\n").unwrap();
+    let p = pidfile.clone();
+    let (code, err) = filtered(ThreadKind::Qmp, move || {
+        crate::last_resort::unlink_on_abort(&p);
+        // SAFETY: a plain system call with integer arguments; trapped.
+        unsafe { libc::syscall(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_STREAM, 0) };
+    });
+    assert_eq!(code, EXIT_CODE, "{err}");
+    assert!(!pidfile.exists(), "the pidfile is removed: {err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -59,6 +59,10 @@ fn constants() -> BTreeMap<&'static str, u64> {
         ("FUTEX_WAKE_BITSET", 10),
         ("FUTEX_PRIVATE_FLAG", 128),
         ("FUTEX_CLOCK_REALTIME", 256),
+        // open flags: O_TMPFILE_BIT is __O_TMPFILE (O_TMPFILE without O_DIRECTORY).
+        ("O_CREAT", 0o100),
+        ("O_TRUNC", 0o1000),
+        ("O_TMPFILE_BIT", 0o20000000),
         // Memory.
         ("PROT_EXEC", 4),
         ("MADV_DONTNEED", 4),

@@ -87,6 +87,29 @@ fn a_violation_runs_the_last_resort_clean_ups() {
 }
 
 #[test]
+fn qmp_opens_existing_files_but_creates_none() {
+    let dir = std::env::temp_dir().join(format!("sv-seccomp-open-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let existing = dir.join("disk.img");
+    std::fs::write(&existing, [0u8; 512]).unwrap();
+    let new = dir.join("new.img");
+    let (e, n) = (existing.clone(), new.clone());
+    let (code, err) = filtered(ThreadKind::Qmp, move || {
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&e);
+        say(&format!("open existing: {}\n", f.is_ok()));
+        let _ = std::fs::File::create(&n);
+    });
+    assert_eq!(code, EXIT_CODE, "{err}");
+    assert!(err.starts_with("open existing: true\n"), "{err}");
+    assert!(
+        err.contains(&format!("forbidden system call {}", libc::SYS_openat)),
+        "{err}"
+    );
+    assert!(!new.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn ioctl_requests_are_checked() {
     // The worker may restore the terminal (TCSETS) on a last-resort exit, nothing else.
     let (code, err) = filtered(ThreadKind::Blk, || {
@@ -241,6 +264,12 @@ fn policy_constants_match_the_kernel_headers() {
     assert_eq!(constant("PROT_EXEC"), libc::PROT_EXEC as u64);
     assert_eq!(constant("SIGABRT"), libc::SIGABRT as u64);
     assert_eq!(constant("MSG_DONTWAIT"), libc::MSG_DONTWAIT as u64);
+    assert_eq!(constant("O_CREAT"), libc::O_CREAT as u64);
+    assert_eq!(constant("O_TRUNC"), libc::O_TRUNC as u64);
+    assert_eq!(
+        constant("O_TMPFILE_BIT"),
+        (libc::O_TMPFILE & !libc::O_DIRECTORY) as u64
+    );
     assert_eq!(constant("MSG_NOSIGNAL"), libc::MSG_NOSIGNAL as u64);
     assert_eq!(constant("GRND_INSECURE"), libc::GRND_INSECURE as u64);
     assert_eq!(constant("SIGRTMIN"), libc::SIGRTMIN() as u64);

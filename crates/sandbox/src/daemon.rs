@@ -149,11 +149,6 @@ fn report(bytes: &[u8]) {
     }
 }
 
-/// Whether this process is a daemon that has not reported yet.
-pub fn is_waiting() -> bool {
-    REPORT_FD.load(Ordering::Acquire) >= 0
-}
-
 /// Tells the waiting parent that the VMM is up: it exits 0. No-op when not a daemon.
 pub fn notify_ready() {
     report(READY);

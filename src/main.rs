@@ -15,10 +15,7 @@ use std::time::Instant;
 fn fail(msg: impl std::fmt::Display) -> ! {
     cleanup::run_cleanups();
     let msg = msg.to_string();
-    if logs_to_file() {
-        log::error!("{msg}");
-    }
-    eprintln!("stratovirt: {msg}");
+    sandbox::logger::report_fatal(&msg);
     daemon::notify_failure(&msg);
     std::process::exit(1)
 }

@@ -448,8 +448,7 @@ pub fn shutdown(handle: &VmHandle, events: Option<&EventEmitter>, reason: VmExit
     }
     cleanup::run_cleanups();
     if let VmExitReason::Error(msg) = &reason {
-        log::error!("{msg}");
-        eprintln!("stratovirt: {msg}");
+        sandbox::logger::report_fatal(msg);
     }
     std::process::exit(reason.exit_code())
 }

@@ -31,6 +31,15 @@ pub fn raw_fd() -> i32 {
     LOG_FD.load(Ordering::Relaxed)
 }
 
+/// Reports a fatal error: always as the final `stratovirt: <msg>` line on stderr, and in the
+/// log too when the log is a file (on stderr that would print the same error twice).
+pub fn report_fatal(msg: &str) {
+    if raw_fd() != 2 {
+        log::error!("{msg}");
+    }
+    eprintln!("stratovirt: {msg}");
+}
+
 /// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
 pub(crate) fn civil(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;

@@ -373,7 +373,7 @@ impl Machine {
             if stdin_raw { "a raw terminal" } else { "stdio" }
         );
         loop {
-            let mut fds = vec![
+            let mut fds = [
                 pollfd(self.exit.evt.as_raw_fd()),
                 pollfd(self.reset_evt.as_raw_fd()),
                 pollfd(self.serial_input_ready.as_raw_fd()),

@@ -24,6 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 STRATOVIRT = os.path.join(ROOT, "target/release/stratovirt")
 KERNEL_ELF = os.path.join(ROOT, "target/guest/testkernel.elf")
 QEMU = "qemu-system-x86_64"
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+from harness import QEMU_KVM_CPU  # noqa: E402  (one CPU model for every QEMU reference run)
 
 
 def stratovirt_cmd(cpus, mem, qmp=None):
@@ -36,7 +38,7 @@ def stratovirt_cmd(cpus, mem, qmp=None):
 
 def qemu_cmd(cpus, mem, qmp=None):
     # debug-threads names the vCPU threads "CPU N/KVM", so per-thread CPU can tell them apart.
-    cmd = [QEMU, "-name", "bench,debug-threads=on", "-M", "microvm", "-enable-kvm", "-cpu", "host",
+    cmd = [QEMU, "-name", "bench,debug-threads=on", "-M", "microvm", "-enable-kvm", "-cpu", QEMU_KVM_CPU,
            "-nodefaults",
            "-no-user-config", "-nographic", "-no-reboot", "-serial", "stdio",
            "-kernel", KERNEL_ELF, "-append", "console=ttyS0",

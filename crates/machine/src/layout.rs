@@ -39,9 +39,15 @@ pub const KVM_IDENTITY_MAP_ADDR: u64 = 0xfffb_c000;
 /// Highest guest RAM the microvm supports (512 GiB, plus what the hole displaces).
 pub const MAX_MEM_SIZE: u64 = 512 << 30;
 
-/// The IOAPIC pin of the UART at 0x3f8.
+/// The IOAPIC pins of the legacy devices: the i8042's keyboard and aux ports, the UART at
+/// 0x3f8, the CMOS RTC.
+pub const I8042_KBD_IRQ: u32 = 1;
 pub const SERIAL_IRQ: u32 = 4;
-/// First IRQ handed to virtio-mmio transports.
-pub const VIRTIO_IRQ_BASE: u32 = 5;
+pub const RTC_IRQ: u32 = 8;
+pub const I8042_AUX_IRQ: u32 = 12;
+/// The IRQs of the virtio-mmio transports, in slot order: the ISA lines no legacy device of the
+/// microvm uses (0 is the PIT, 2 the cascade; 1, 4, 8 and 12 are above), so every one of them
+/// is an ordinary edge-triggered ISA interrupt to any guest.
+pub const VIRTIO_IRQS: [u32; 10] = [5, 6, 7, 9, 10, 11, 14, 15, 13, 3];
 /// Number of IOAPIC pins (KVM's in-kernel IOAPIC has 24).
 pub const IOAPIC_PINS: u32 = 24;

@@ -5,6 +5,7 @@ pub mod cleanup;
 pub mod exit;
 pub mod hotplug;
 pub mod layout;
+pub mod legacy;
 pub mod memory;
 pub mod signals;
 pub mod terminal;

@@ -2,7 +2,7 @@
 //! six disks, hot-plugged ones included), each announced to the guest on the kernel command line
 //! whether or not a disk is in it. Boot-time disks fill slots in order, so the first is `vda`.
 
-use crate::layout::{VIRTIO_IRQ_BASE, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
+use crate::layout::{VIRTIO_IRQS, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
 use config::DriveConfig;
 use devices::virtio::block::{Block, BlockBackend, BlockHandle};
 use devices::virtio::{
@@ -21,7 +21,7 @@ pub const BLOCK_SLOTS: usize = 6;
 pub fn transport_location(index: usize) -> (u64, u32) {
     (
         VIRTIO_MMIO_BASE + index as u64 * VIRTIO_MMIO_SIZE,
-        VIRTIO_IRQ_BASE + index as u32,
+        VIRTIO_IRQS[index],
     )
 }
 
@@ -110,11 +110,22 @@ mod tests {
 
     #[test]
     fn slots_sit_in_the_mmio_hole_with_their_own_irqs() {
+        use crate::layout::*;
         let (b0, i0) = transport_location(0);
         let (b5, i5) = transport_location(5);
         assert_eq!((b0, i0), (0xd000_0000, 5));
-        assert_eq!((b5, i5), (0xd000_5000, 10));
-        assert!(b5 + VIRTIO_MMIO_SIZE < crate::layout::IOAPIC_ADDR);
-        assert!(i5 < crate::layout::IOAPIC_PINS);
+        assert_eq!((b5, i5), (0xd000_5000, 11));
+        let last = transport_location(VIRTIO_IRQS.len() - 1).0;
+        assert!(last + VIRTIO_MMIO_SIZE < IOAPIC_ADDR);
+        let legacy = [0, 2, I8042_KBD_IRQ, SERIAL_IRQ, RTC_IRQ, I8042_AUX_IRQ];
+        let mut seen = std::collections::HashSet::new();
+        for irq in VIRTIO_IRQS {
+            assert!(irq < 16, "IRQ {irq}: an ISA line");
+            assert!(
+                !legacy.contains(&irq),
+                "IRQ {irq} belongs to a legacy device"
+            );
+            assert!(seen.insert(irq), "IRQ {irq} given twice");
+        }
     }
 }

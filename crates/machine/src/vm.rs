@@ -5,12 +5,12 @@ use crate::boot::{cpuid, kernel, mptable, params, regs};
 use crate::cleanup;
 use crate::exit::{ExitNotifier, VmExitReason};
 use crate::layout::*;
+use crate::legacy::LegacyDevices;
 use crate::memory;
 use crate::vcpu::{self, Vcpu, VcpuControl, VcpuHandle, VcpuSet, VcpuShared};
 use crate::virtio_slots::BlockSlots;
 use config::VmConfig;
 use devices::bus::lock;
-use devices::legacy::{BootSignal, PortSink, SerialDevice, I8042};
 use devices::Bus;
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
@@ -19,12 +19,11 @@ use kvm_ioctls::{Kvm, VmFd};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 use vm_memory::{
     Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
 };
-use vmm_sys_util::eventfd::EventFd;
 
 /// Errors building or starting the VM; each says what failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,10 +63,8 @@ pub struct Machine {
     mem: GuestMemoryMmap,
     vcpus: Vec<Vcpu>,
     control: Arc<VcpuControl>,
-    serial: Arc<Mutex<SerialDevice>>,
-    serial_input_ready: Arc<EventFd>,
+    legacy: LegacyDevices,
     serial_stdio: bool,
-    reset_evt: EventFd,
     exit: Arc<ExitNotifier>,
     events: Option<EventEmitter>,
     blocks: BlockSlots,
@@ -174,40 +171,15 @@ impl Machine {
         // Legacy devices.
         let dev_err =
             |what: &str, e: &dyn std::fmt::Display| MachineError::Device(format!("{what}: {e}"));
-        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| dev_err("serial irq", &e))?;
-        vm.register_irqfd(&serial_irq, SERIAL_IRQ)
-            .map_err(kvm_err("register serial irqfd"))?;
-        let serial_input_ready =
-            Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(|e| dev_err("serial", &e))?);
         let serial_stdio = cfg.serial.as_ref().is_some_and(|s| s.stdio);
         let out: Box<dyn Write + Send> = if serial_stdio {
             Box::new(devices::legacy::serial::Unbuffered(std::io::stdout()))
         } else {
             Box::new(std::io::sink())
         };
-        let serial = Arc::new(Mutex::new(SerialDevice::new(
-            serial_irq,
-            serial_input_ready.clone(),
-            out,
-        )));
-        let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| dev_err("reset", &e))?;
         let mut pio = Bus::new();
-        let bus_err = |e: devices::BusError| MachineError::Device(e.to_string());
-        pio.insert(serial.clone(), 0x3f8, 8).map_err(bus_err)?;
-        pio.insert(
-            Arc::new(Mutex::new(I8042::new(
-                reset_evt.try_clone().map_err(|e| dev_err("reset", &e))?,
-            ))),
-            0x60,
-            5,
-        )
-        .map_err(bus_err)?;
-        pio.insert(Arc::new(Mutex::new(BootSignal::new(start))), 0x3f0, 1)
-            .map_err(bus_err)?;
-        pio.insert(Arc::new(Mutex::new(PortSink)), 0x80, 1)
-            .map_err(bus_err)?;
-        pio.insert(Arc::new(Mutex::new(PortSink)), 0xcf8, 8)
-            .map_err(bus_err)?;
+        let legacy = crate::legacy::attach_legacy_devices(&vm, &mut pio, out, start)
+            .map_err(MachineError::Device)?;
         let mut mmio = Bus::new();
         let (blocks, virtio_cmdline) =
             crate::virtio_slots::create_block_slots(&vm, &mem, &mut mmio, &cfg.drives)
@@ -315,10 +287,8 @@ impl Machine {
             mem,
             vcpus,
             control,
-            serial,
-            serial_input_ready,
+            legacy,
             serial_stdio,
-            reset_evt,
             exit,
             events: None,
             blocks,
@@ -368,6 +338,7 @@ impl Machine {
         let mut stdin_open = self.serial_stdio;
         let mut stdin_wanted = true;
         let mut buf = [0u8; 64];
+        let rtc_timer = lock(&self.legacy.rtc).timer_fd();
         log::info!(
             "VM running (console on {})",
             if stdin_raw { "a raw terminal" } else { "stdio" }
@@ -375,10 +346,11 @@ impl Machine {
         loop {
             let mut fds = [
                 pollfd(self.exit.evt.as_raw_fd()),
-                pollfd(self.reset_evt.as_raw_fd()),
-                pollfd(self.serial_input_ready.as_raw_fd()),
+                pollfd(self.legacy.reset_evt.as_raw_fd()),
+                pollfd(self.legacy.serial_input_ready.as_raw_fd()),
                 pollfd(sigfd.as_ref().map_or(-1, |f| f.as_raw_fd())),
                 pollfd(if stdin_open && stdin_wanted { 0 } else { -1 }),
+                pollfd(rtc_timer),
             ];
             // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
@@ -393,11 +365,11 @@ impl Machine {
                 }
             }
             if ready(1) {
-                let _ = self.reset_evt.read();
+                let _ = self.legacy.reset_evt.read();
                 self.shutdown(&handle, VmExitReason::GuestReset);
             }
             if ready(2) {
-                let _ = self.serial_input_ready.read();
+                let _ = self.legacy.serial_input_ready.read();
                 stdin_wanted = true;
             }
             if ready(3) {
@@ -405,8 +377,11 @@ impl Machine {
                     self.shutdown(&handle, VmExitReason::HostSignal(sig));
                 }
             }
+            if ready(5) {
+                lock(&self.legacy.rtc).on_timer();
+            }
             if ready(4) {
-                let room = lock(&self.serial).input_capacity().min(buf.len());
+                let room = lock(&self.legacy.serial).input_capacity().min(buf.len());
                 if room == 0 {
                     stdin_wanted = false;
                     continue;
@@ -418,7 +393,7 @@ impl Machine {
                     stdin_open = false;
                     continue;
                 }
-                lock(&self.serial).enqueue(&buf[..got as usize]);
+                lock(&self.legacy.serial).enqueue(&buf[..got as usize]);
             }
         }
     }

@@ -2,8 +2,10 @@
 
 pub mod i8042;
 pub mod port_sink;
+pub mod rtc;
 pub mod serial;
 
-pub use i8042::I8042;
+pub use i8042::{I8042Irqs, I8042};
 pub use port_sink::{BootSignal, PortSink};
+pub use rtc::Rtc;
 pub use serial::{SerialDevice, SerialInput};

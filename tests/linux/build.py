@@ -224,11 +224,146 @@ def build_guest_kernel(src_deb: str) -> dict:
     return out
 
 
+# -- busybox, the L1 kernel and initramfs, the L2 userspace -----------------------------------
+
+L1_INIT = os.path.join(HERE, "l1", "init")
+L2_INIT = os.path.join(HERE, "l2", "init")
+# What L1 loads: its own virtio devices (payload disk, the agent's NIC), KVM, and what the device
+# tests need (vhost backends, TAP, veth, bridges). modules.dep brings their dependencies.
+L1_MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "kvm_amd", "vhost_net", "vhost_vsock",
+              "tun", "veth", "bridge"]
+
+
+def extract_busybox(deb: str) -> str:
+    step = Step("busybox", digest(os.path.basename(deb)))
+    path = os.path.join(step.dir, "busybox")
+    if step.done:
+        return path
+    d = step.begin()
+    run(["dpkg-deb", "-x", deb, os.path.join(d, "x")])
+    shutil.copy(os.path.join(d, "x", "bin", "busybox"), path)
+    shutil.rmtree(os.path.join(d, "x"))
+    step.finish()
+    return path
+
+
+def busybox_root(root: str, busybox: str) -> None:
+    """A root directory with busybox and a link for each of its applets."""
+    for sub in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "run", "etc",
+                "mnt", "root"):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    shutil.copy(busybox, os.path.join(root, "bin", "busybox"))
+    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    for a in applets:
+        link = os.path.join(root, "bin", a)
+        if a != "busybox" and not os.path.lexists(link):
+            os.symlink("busybox", link)
+
+
+def mkcpio(root: str, out: str, busybox: str) -> None:
+    """A gzip'd newc cpio of `root` (the initramfs format), made with busybox's cpio."""
+    names = subprocess.run(["find", "."], cwd=root, capture_output=True, text=True,
+                           check=True).stdout
+    with open(out + ".tmp", "wb") as f:
+        cpio = subprocess.Popen([busybox, "cpio", "-o", "-H", "newc"], cwd=root,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+        gz = subprocess.Popen(["gzip", "-1"], stdin=cpio.stdout, stdout=f)
+        cpio.stdout.close()
+        cpio.communicate(names.encode())
+        if gz.wait() != 0 or cpio.returncode != 0:
+            raise SystemExit(f"cpio of {root} failed")
+    os.rename(out + ".tmp", out)
+
+
+def module_closure(tree: str, kver: str, names: list[str]) -> list[str]:
+    """Paths (relative to lib/modules/KVER) of `names` and everything modules.dep says they
+    need; a built-in module needs nothing."""
+    base = os.path.join(tree, "lib", "modules", kver)
+    deps = {}
+    for line in open(os.path.join(base, "modules.dep")):
+        mod, _, rest = line.partition(":")
+        deps[mod.strip()] = rest.split()
+    by_name = {re.sub(r"\.ko(\..*)?$", "", os.path.basename(m)).replace("-", "_"): m for m in deps}
+    builtin = open(os.path.join(base, "modules.builtin")).read()
+    out = []
+    for n in names:
+        key = n.replace("-", "_")
+        if key not in by_name:
+            if re.search(rf"/{re.escape(n)}\.ko$", builtin, re.M) or \
+                    re.search(rf"/{re.escape(n.replace('_', '-'))}\.ko$", builtin, re.M):
+                continue
+            raise SystemExit(f"L1 kernel {kver} has no module {n}")
+        mod = by_name[key]
+        for m in [mod, *deps[mod]]:
+            if m not in out:
+                out.append(m)
+    return out
+
+
+def build_l1(image_deb: str, busybox: str) -> dict:
+    step = Step("l1", digest(os.path.basename(image_deb), busybox, L1_INIT, " ".join(L1_MODULES)))
+    out = {"kernel": os.path.join(step.dir, "vmlinuz"),
+           "initramfs": os.path.join(step.dir, "initramfs.cpio.gz")}
+    if step.done:
+        return out
+    d = step.begin()
+    log(f"building the L1 initramfs from {os.path.basename(image_deb)}")
+    tree = os.path.join(d, "tree")
+    run(["dpkg-deb", "-x", image_deb, tree])
+    (kver,) = os.listdir(os.path.join(tree, "lib", "modules"))
+    run([busybox, "depmod", "-b", tree, kver])
+    root = os.path.join(d, "root")
+    busybox_root(root, busybox)
+    mods = os.path.join("lib", "modules", kver)
+    for m in module_closure(tree, kver, L1_MODULES):
+        os.makedirs(os.path.join(root, mods, os.path.dirname(m)), exist_ok=True)
+        shutil.copy(os.path.join(tree, mods, m), os.path.join(root, mods, m))
+    for f in ("modules.builtin", "modules.order"):
+        shutil.copy(os.path.join(tree, mods, f), os.path.join(root, mods, f))
+    run([busybox, "depmod", "-b", root, kver])
+    shutil.copy(L1_INIT, os.path.join(root, "init"))
+    os.chmod(os.path.join(root, "init"), 0o755)
+    mkcpio(root, out["initramfs"], busybox)
+    shutil.copy(os.path.join(tree, "boot", f"vmlinuz-{kver}"), out["kernel"])
+    shutil.rmtree(tree)
+    shutil.rmtree(root)
+    step.finish()
+    return out
+
+
+def build_l2_userspace(busybox: str) -> dict:
+    """The L2 root directory (for `mkfs.ext4 -d`) and the same tree as an initramfs."""
+    step = Step("l2", digest(busybox, L2_INIT))
+    out = {"root": os.path.join(step.dir, "root"),
+           "initramfs": os.path.join(step.dir, "initramfs.cpio.gz")}
+    if step.done:
+        return out
+    d = step.begin()
+    root = out["root"]
+    busybox_root(root, busybox)
+    shutil.copy(L2_INIT, os.path.join(root, "init"))
+    os.chmod(os.path.join(root, "init"), 0o755)
+    os.symlink("/init", os.path.join(root, "sbin", "init"))
+    mkcpio(root, out["initramfs"], busybox)
+    step.finish()
+    return out
+
+
 def build_all() -> dict:
-    pkgs = ["linux-source-6.1"]
+    l1_image = None
+    pkgs = ["linux-source-6.1", "busybox-static", "linux-image-cloud-amd64"]
     ensure_apt_lists(pkgs)
+    l1_image = resolve_image("cloud-amd64")
     kernel = build_guest_kernel(fetch_deb("linux-source-6.1"))
-    return {"kernel": kernel}
+    busybox = extract_busybox(fetch_deb("busybox-static"))
+    return {
+        "kernel": kernel,
+        "busybox": busybox,
+        "l1": build_l1(fetch_deb(l1_image), busybox),
+        "l2": build_l2_userspace(busybox),
+    }
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ the host's /boot or /lib/modules) and from sources in this repository:
   (bzImage and ELF vmlinux);
 - the L1 kernel: Debian's cloud-amd64 kernel, which loads kvm_amd under QEMU TCG;
 - the L1 initramfs: busybox, the kernel modules L1 needs, and l1/init;
-- the L2 userspace: busybox, l2/init and the small static tools in tools/.
+- the L2 userspace: busybox, l2/init and the small static C tools in tools/.
 
 Each artefact lives in a directory named by a hash of its inputs (package versions, config,
 scripts), so a second run rebuilds nothing and a changed input rebuilds only what depends on it.
@@ -228,6 +228,8 @@ def build_guest_kernel(src_deb: str) -> dict:
 
 L1_INIT = os.path.join(HERE, "l1", "init")
 L2_INIT = os.path.join(HERE, "l2", "init")
+# Small static C programs for L2 (busybox lacks them): one binary per tools/NAME.c.
+TOOLS = os.path.join(HERE, "tools")
 # What L1 loads: its own virtio devices (payload disk, the agent's NIC), KVM, and what the device
 # tests need (vhost backends, TAP, veth, bridges). modules.dep brings their dependencies.
 L1_MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "kvm_amd", "vhost_net", "vhost_vsock",
@@ -335,7 +337,7 @@ def build_l1(image_deb: str, busybox: str) -> dict:
 
 def build_l2_userspace(busybox: str) -> dict:
     """The L2 root directory (for `mkfs.ext4 -d`) and the same tree as an initramfs."""
-    step = Step("l2", digest(busybox, L2_INIT))
+    step = Step("l2", digest(busybox, L2_INIT, TOOLS))
     out = {"root": os.path.join(step.dir, "root"),
            "initramfs": os.path.join(step.dir, "initramfs.cpio.gz")}
     if step.done:
@@ -346,6 +348,13 @@ def build_l2_userspace(busybox: str) -> dict:
     shutil.copy(L2_INIT, os.path.join(root, "init"))
     os.chmod(os.path.join(root, "init"), 0o755)
     os.symlink("/init", os.path.join(root, "sbin", "init"))
+    for src in sorted(glob.glob(os.path.join(TOOLS, "*.c"))):
+        name = os.path.splitext(os.path.basename(src))[0]
+        r = subprocess.run(["gcc", "-static", "-O2", "-Wall", "-Werror", "-o",
+                            os.path.join(root, "usr", "bin", name), src],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"building tools/{name}.c failed:\n{r.stderr}")
     mkcpio(root, out["initramfs"], busybox)
     step.finish()
     return out

@@ -6,7 +6,7 @@ GUEST_OUT := target/guest
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: all build rust-deps vmm guest demo test test-unit test-e2e lint bench deps clean
+.PHONY: all build rust-deps vmm guest demo test test-unit test-e2e test-linux linux-agent lint bench bench-linux deps clean
 
 all: build
 
@@ -34,7 +34,7 @@ deps:
 demo: build
 	bash tools/demo.sh
 
-test: deps build $(PY) lint test-unit test-e2e
+test: deps build $(PY) lint test-unit test-e2e test-linux
 
 lint:
 	$(CARGO) fmt --all --check
@@ -48,8 +48,21 @@ test-unit:
 test-e2e: $(PY)
 	$(PY) -m pytest -q tests/e2e
 
+# The L1 agent of the real-Linux suite (runs inside the nested guest).
+linux-agent:
+	$(CARGO) build --release -p sv-linux-agent
+
+# Real Linux guests, nested under QEMU TCG (tests/linux/README.md). The first run builds the
+# guest kernel and the L1 images into a cache outside the repository.
+test-linux: vmm linux-agent $(PY)
+	$(PY) -m pytest -q tests/linux
+
 bench: build $(PY)
 	$(PY) tests/bench/run.py
+
+# Real-Linux boot, stratovirt against QEMU microvm in the same nested L1.
+bench-linux: vmm linux-agent $(PY)
+	$(PY) tests/linux/bench.py
 
 clean:
 	$(CARGO) clean

@@ -84,6 +84,8 @@ class Payload:
         self.workdir = workdir
         self.size = size
         self.path = os.path.join(workdir, "payload.img")
+        # More binaries for the sysroot: {path in L1: host path}.
+        self.extra_binaries: dict[str, str] = {}
 
     def _install(self, sysroot: str, src: str, dest: Optional[str] = None) -> None:
         dest = dest or src
@@ -106,6 +108,8 @@ class Payload:
         sysroot = os.path.join(stage, "sysroot")
         self._install_binary(sysroot, STRATOVIRT, "/usr/bin/stratovirt")
         self._install_binary(sysroot, AGENT, "/usr/bin/sv-linux-agent")
+        for dest, src in self.extra_binaries.items():
+            self._install_binary(sysroot, src, dest)
         # debugfs reads files out of the L2's ext4 images without mounting them.
         self._install_binary(sysroot, shutil.which("debugfs") or "/sbin/debugfs", "/usr/bin/debugfs")
         qemu = shutil.which("qemu-system-x86_64")

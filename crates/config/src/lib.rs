@@ -19,7 +19,7 @@ pub mod model;
 mod origin;
 mod validate;
 
-pub use cmdline::{parse_args, parse_env, usage, version, Action};
+pub use cmdline::{parse_args, parse_env, short_usage, usage, version, Action};
 pub use error::ConfigError;
 pub use mac::{format_mac, parse_mac};
 pub use model::*;

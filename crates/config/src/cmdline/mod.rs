@@ -16,10 +16,10 @@ use crate::model::VmConfig;
 use crate::origin::Origin;
 use crate::validate::{path_exists, Exists};
 use devices::{server_flags, Devices};
-use options::{lookup, Arity, Spec};
+use options::{lookup, suggest, Arity, Spec};
 use suboptions::{parse_u64, First, SubOpts};
 
-pub use options::{usage, version};
+pub use options::{short_usage, usage, version};
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +105,10 @@ fn tokenize(args: &[String]) -> Result<Tokens, ConfigError> {
             return Err(ConfigError::UnexpectedArgument(quote(arg)));
         }
         let Some((spec, inline)) = lookup(arg) else {
-            return Err(ConfigError::UnknownOption(arg.clone()));
+            return Err(ConfigError::UnknownOption {
+                arg: arg.clone(),
+                suggestion: suggest(arg),
+            });
         };
         let spelling = match arg.split_once('=') {
             Some((name, _)) if inline.is_some() => name.to_string(),

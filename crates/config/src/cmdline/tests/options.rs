@@ -23,6 +23,16 @@ fn help_and_version() {
 // ---- tokenizer ----
 
 #[test]
+fn single_dash_with_equals_is_the_same_option() {
+    let a = run(&["-kernel=/k", "-m=1G", "-smp=2", "-name=vm1"]);
+    let b = run(&["--kernel=/k", "--m=1G", "--smp=2", "--name=vm1"]);
+    let c = run(&["-kernel", "/k", "-m", "1G", "-smp", "2", "-name", "vm1"]);
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    assert_eq!(err(&["-daemonize=on"]), "-daemonize: takes no value");
+}
+
+#[test]
 fn double_dash_spellings() {
     let cfg = run(&[
         "--kernel",
@@ -51,7 +61,14 @@ fn unknown_and_unexpected_arguments() {
         err_k(&["--bogus", "1"]),
         "--bogus: unknown option (see -help)"
     );
-    assert_eq!(err_k(&["-m=512M"]), "-m=512M: unknown option (see -help)");
+    assert_eq!(
+        err_k(&["-kernal", "/k"]),
+        "-kernal: unknown option (did you mean -kernel? see -help)"
+    );
+    assert_eq!(
+        err_k(&["--smpp=2"]),
+        "--smpp=2: unknown option (did you mean --smp? see -help)"
+    );
     assert_eq!(
         err_k(&["stray"]),
         "unexpected argument `stray` (options start with '-', see -help)"
@@ -193,7 +210,7 @@ fn memory_table() {
     );
     assert_eq!(
         err_k(&["-m", "512X"]),
-        "-m: `512X` has an unknown size suffix (use K, M, G or KiB, MiB, GiB)"
+        "-m: `512X` has an unknown size suffix (use K, M, G, T or KiB, MiB, GiB, TiB)"
     );
 }
 

@@ -2,7 +2,7 @@
 
 use config::VmConfig;
 use machine::hotplug::{slot_from_addr, BlockHotplug, HotplugError};
-use machine::{BlockSlots, VmExitReason, VmHandle};
+use machine::{BlockSlots, VmExitReason, VmHandle, VmRunState};
 use qmp::block::{BlockdevAddArguments, DeviceAddArguments, BLOCK_DRIVERS};
 use qmp::{CpuInfo, CpuInstanceProperties, HotpluggableCpu, QmpError, RunState, StatusInfo};
 use std::path::Path;
@@ -45,10 +45,10 @@ fn props(index: u32) -> CpuInstanceProperties {
 
 impl qmp::VmControl for VmController {
     fn query_status(&self) -> StatusInfo {
-        StatusInfo::new(if self.vm.is_running() {
-            RunState::Running
-        } else {
-            RunState::Paused
+        StatusInfo::new(match self.vm.run_state() {
+            VmRunState::Running => RunState::Running,
+            VmRunState::Paused => RunState::Paused,
+            VmRunState::GuestPanicked => RunState::GuestPanicked,
         })
     }
 

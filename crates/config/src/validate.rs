@@ -2,7 +2,7 @@
 //! or JSON key the offending value came from (see [`Origins`]).
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{quote, ConfigError};
 use crate::limits::*;
@@ -201,6 +201,8 @@ fn check_drives(drives: &[DriveConfig], o: &Origins) -> Result<(), ConfigError> 
         ));
     }
     let mut seen = HashSet::new();
+    // One image, one drive: the same file twice (by any name) would have two writers.
+    let mut images: Vec<(PathBuf, &str)> = Vec::new();
     for (i, d) in drives.iter().enumerate() {
         let origin = o.drive(i);
         non_empty(&d.id, origin.field("drive_id"), "drive id")?;
@@ -222,6 +224,18 @@ fn check_drives(drives: &[DriveConfig], o: &Origins) -> Result<(), ConfigError> 
                 format!("duplicate drive id {}", quote(&d.id)),
             ));
         }
+        let key = std::fs::canonicalize(&d.path).unwrap_or_else(|_| d.path.clone());
+        if let Some((_, first)) = images.iter().find(|(k, _)| *k == key) {
+            return Err(ConfigError::invalid(
+                origin.field("path_on_host"),
+                format!(
+                    "image {} is already used by drive {} (a disk image can back one drive only)",
+                    quote(&d.path.to_string_lossy()),
+                    quote(first)
+                ),
+            ));
+        }
+        images.push((key, d.id.as_str()));
     }
     Ok(())
 }

@@ -377,6 +377,12 @@ fn limits_name_json_keys() {
         "drive[1].drive_id: duplicate drive id `r`"
     );
     assert_eq!(
+        err(&with(
+            r#""drive": [{"drive_id": "r", "path_on_host": "/a"}, {"drive_id": "s", "path_on_host": "/a"}]"#
+        )),
+        "drive[1].path_on_host: image `/a` is already used by drive `r` (a disk image can back one drive only)"
+    );
+    assert_eq!(
         err(&with(r#""vsock": {"vsock_id": "v", "guest_cid": 2}"#)),
         "vsock.guest_cid: guest-cid 2 is out of range 3..=4294967294"
     );

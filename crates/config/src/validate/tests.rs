@@ -338,3 +338,26 @@ fn config_file_is_read_from_disk() {
         crate::json::tests::seed_004_vm()
     );
 }
+
+#[test]
+fn one_image_backs_one_drive_whatever_its_name() {
+    let dir = std::env::temp_dir().join(format!("sv-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let img = dir.join("disk.img");
+    std::fs::write(&img, b"").unwrap();
+    let other = dir.join(".").join("disk.img");
+    let mut cfg = good();
+    cfg.drives.clear();
+    for (id, path) in [("a", img.clone()), ("b", other)] {
+        cfg.drives.push(DriveConfig {
+            id: id.into(),
+            path,
+            read_only: true,
+            direct: false,
+            serial: None,
+        });
+    }
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("is already used by drive `a`"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::error::ConfigError;
 use crate::model::*;
 use crate::origin::Origin;
-use crate::validate::{check_vcpus, Exists, Origins};
+use crate::validate::{check_vcpus, Origins, Probe};
 
 /// A value and where it came from.
 pub(crate) type Setting<T> = Option<(T, Origin)>;
@@ -61,7 +61,7 @@ impl Builder {
     }
 
     /// Assemble the model and validate it.
-    pub fn build(self, exists: Exists) -> Result<VmConfig, ConfigError> {
+    pub fn build(self, probe: Probe) -> Result<VmConfig, ConfigError> {
         let d = Origins::default();
         let origins = Origins {
             name: origin_or(&self.name, d.name),
@@ -116,7 +116,7 @@ impl Builder {
             },
             incoming: self.incoming.map(|(i, _)| i),
         };
-        cfg.validate_with(&origins, exists)?;
+        cfg.validate_with(&origins, probe)?;
         Ok(cfg)
     }
 }
@@ -126,8 +126,8 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    fn nothing_exists(_: &Path) -> bool {
-        false
+    fn nothing_exists(_: &Path, _: crate::validate::Want) -> crate::validate::Occupant {
+        crate::validate::Occupant::Nothing
     }
 
     fn drive(id: &str, path: &str) -> DriveConfig {

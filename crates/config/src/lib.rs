@@ -16,6 +16,7 @@ mod json;
 pub mod limits;
 mod mac;
 pub mod model;
+mod occupant;
 mod origin;
 mod validate;
 
@@ -27,5 +28,5 @@ pub use model::*;
 /// Parse and validate the text of a `-config` JSON file on its own, as if it
 /// were given with no other option.
 pub fn parse_json_config(text: &str) -> Result<VmConfig, ConfigError> {
-    json::parse(text, "<json>")?.build(validate::path_exists)
+    json::parse(text, "<json>")?.build(validate::probe_path)
 }

@@ -70,12 +70,24 @@ impl Origins {
     }
 }
 
-/// Whether something (a file, a socket, a dangling link) is at `path`.
-pub(crate) type Exists = fn(&Path) -> bool;
+pub(crate) use crate::occupant::{probe_path, Occupant, Probe, Want};
 
-/// The real [`Exists`]: looks at the file system, following no links.
-pub(crate) fn path_exists(path: &Path) -> bool {
-    path.symlink_metadata().is_ok()
+/// The error for an existing `path` that should become a `what` ("socket path", "pidfile"):
+/// who holds it, and the advice to remove it only when that is safe.
+fn occupied(key: String, what: &str, path: &Path, occupant: Occupant) -> Result<(), ConfigError> {
+    let p = quote(&path.to_string_lossy());
+    let why = match occupant {
+        Occupant::Nothing => return Ok(()),
+        Occupant::InUse(Some(pid)) => format!("{what} {p} is in use by running process {pid}"),
+        Occupant::InUse(None) => format!("{what} {p} is in use by a running process"),
+        Occupant::Stale(reason) => format!(
+            "{what} {p} already exists, left over from a process that is gone ({reason}): remove it first"
+        ),
+        Occupant::Other(reason) => {
+            format!("{what} {p} already exists and {reason} (choose another path)")
+        }
+    };
+    Err(ConfigError::invalid(key, why))
 }
 
 /// `100 MiB`, `2 GiB` or `134213632 bytes`: the largest exact unit.
@@ -156,7 +168,7 @@ fn non_empty_path(path: &Path, key: String, what: &str) -> Result<(), ConfigErro
 }
 
 /// A unix socket this VMM will create: not empty, short enough, not there yet.
-fn check_new_socket(path: &Path, key: String, exists: Exists) -> Result<(), ConfigError> {
+fn check_new_socket(path: &Path, key: String, probe: Probe) -> Result<(), ConfigError> {
     non_empty_path(path, key.clone(), "socket path")?;
     let len = path.as_os_str().len();
     if len > MAX_SOCKET_PATH_LEN {
@@ -165,16 +177,7 @@ fn check_new_socket(path: &Path, key: String, exists: Exists) -> Result<(), Conf
             format!("socket path is {len} bytes long, the limit is {MAX_SOCKET_PATH_LEN}"),
         ));
     }
-    if exists(path) {
-        return Err(ConfigError::invalid(
-            key,
-            format!(
-                "socket path {} already exists (remove it first)",
-                quote(&path.to_string_lossy())
-            ),
-        ));
-    }
-    Ok(())
+    occupied(key, "socket path", path, probe(path, Want::Socket))
 }
 
 fn check_boot(boot: &BootSource, o: &Origins) -> Result<(), ConfigError> {
@@ -280,10 +283,10 @@ fn check_nets(nets: &[NetConfig], o: &Origins) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_other_devices(cfg: &VmConfig, o: &Origins, exists: Exists) -> Result<(), ConfigError> {
+fn check_other_devices(cfg: &VmConfig, o: &Origins, probe: Probe) -> Result<(), ConfigError> {
     if let Some(c) = &cfg.console {
         non_empty(&c.id, o.console.field("console_id"), "console id")?;
-        check_new_socket(&c.socket_path, o.console.field("socket_path"), exists)?;
+        check_new_socket(&c.socket_path, o.console.field("socket_path"), probe)?;
     }
     if let Some(v) = &cfg.vsock {
         non_empty(&v.id, o.vsock.field("vsock_id"), "vsock id")?;
@@ -309,12 +312,12 @@ fn check_other_devices(cfg: &VmConfig, o: &Origins, exists: Exists) -> Result<()
     Ok(())
 }
 
-fn check_qmp(cfg: &VmConfig, o: &Origins, exists: Exists) -> Result<(), ConfigError> {
+fn check_qmp(cfg: &VmConfig, o: &Origins, probe: Probe) -> Result<(), ConfigError> {
     let Some(qmp) = &cfg.qmp else {
         return Ok(());
     };
     let key = o.qmp.name().to_string();
-    check_new_socket(&qmp.path, key.clone(), exists)?;
+    check_new_socket(&qmp.path, key.clone(), probe)?;
     if let Some(c) = &cfg.console {
         if c.socket_path == qmp.path {
             return Err(ConfigError::invalid(
@@ -329,7 +332,7 @@ fn check_qmp(cfg: &VmConfig, o: &Origins, exists: Exists) -> Result<(), ConfigEr
     Ok(())
 }
 
-fn check_process(cfg: &VmConfig, o: &Origins, exists: Exists) -> Result<(), ConfigError> {
+fn check_process(cfg: &VmConfig, o: &Origins, probe: Probe) -> Result<(), ConfigError> {
     let p = &cfg.process;
     if let Some(Some(log)) = &p.log_file {
         non_empty_path(log, o.log_file.name().to_string(), "log file path")?;
@@ -337,15 +340,12 @@ fn check_process(cfg: &VmConfig, o: &Origins, exists: Exists) -> Result<(), Conf
     if let Some(pidfile) = &p.pidfile {
         let key = o.pidfile.name().to_string();
         non_empty_path(pidfile, key.clone(), "pidfile path")?;
-        if exists(pidfile) {
-            return Err(ConfigError::invalid(
-                key,
-                format!(
-                    "pidfile {} already exists (remove it first)",
-                    quote(&pidfile.to_string_lossy())
-                ),
-            ));
-        }
+        occupied(
+            key.clone(),
+            "pidfile",
+            pidfile,
+            probe(pidfile, Want::Pidfile),
+        )?;
         if !p.daemonize {
             return Err(ConfigError::invalid(
                 key,
@@ -394,19 +394,19 @@ impl VmConfig {
     /// command-line options; configurations parsed by this crate are already
     /// validated, with errors naming the option or JSON key actually used.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_with(&Origins::default(), path_exists)
+        self.validate_with(&Origins::default(), probe_path)
     }
 
-    pub(crate) fn validate_with(&self, o: &Origins, exists: Exists) -> Result<(), ConfigError> {
+    pub(crate) fn validate_with(&self, o: &Origins, probe: Probe) -> Result<(), ConfigError> {
         check_name(&self.name, &o.name)?;
         check_vcpus(self.machine.vcpus.into(), &o.vcpus)?;
         check_mem(self.machine.mem_size, &o.mem)?;
         check_boot(&self.boot, o)?;
         check_drives(&self.drives, o)?;
         check_nets(&self.nets, o)?;
-        check_other_devices(self, o, exists)?;
-        check_qmp(self, o, exists)?;
-        check_process(self, o, exists)?;
+        check_other_devices(self, o, probe)?;
+        check_qmp(self, o, probe)?;
+        check_process(self, o, probe)?;
         check_incoming(self, o)
     }
 }

@@ -14,7 +14,7 @@ use crate::error::{quote, ConfigError};
 use crate::json::{self, Reader};
 use crate::model::VmConfig;
 use crate::origin::Origin;
-use crate::validate::{path_exists, Exists};
+use crate::validate::{probe_path, Probe};
 use devices::{server_flags, Devices};
 use options::{lookup, suggest, Arity, Spec};
 use suboptions::{parse_u64, First, SubOpts};
@@ -52,13 +52,13 @@ pub fn parse_env() -> Result<Action, ConfigError> {
 
 /// How parsing looks at the host: tests substitute both.
 pub(crate) struct Host {
-    pub exists: Exists,
+    pub probe: Probe,
     pub read: Reader,
 }
 
 impl Host {
     pub(crate) const REAL: Host = Host {
-        exists: path_exists,
+        probe: probe_path,
         read: read_file,
     };
 }
@@ -355,7 +355,7 @@ pub(crate) fn parse_with(args: &[String], host: &Host) -> Result<Action, ConfigE
         None => Builder::default(),
     };
     apply(&given, &mut b)?;
-    Ok(Action::Run(Box::new(b.build(host.exists)?)))
+    Ok(Action::Run(Box::new(b.build(host.probe)?)))
 }
 
 #[cfg(test)]

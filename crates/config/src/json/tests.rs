@@ -1,8 +1,8 @@
 use super::*;
 use std::path::Path;
 
-fn nothing_exists(_: &Path) -> bool {
-    false
+fn nothing_exists(_: &Path, _: crate::validate::Want) -> crate::validate::Occupant {
+    crate::validate::Occupant::Nothing
 }
 
 /// Seed 004, "Пример" of the JSON configuration, verbatim.

@@ -19,6 +19,8 @@ pub(crate) struct Builder {
     pub append: Setting<String>,
     pub initrd: Setting<PathBuf>,
     pub vcpus: Setting<u64>,
+    /// From `-smp ...,sockets=,cores=,threads=`; the default is one vCPU per socket.
+    pub topology: Setting<crate::topology::CpuTopology>,
     pub mem: Setting<u64>,
     pub omit_vm_memory: Setting<bool>,
     pub drives: Vec<(DriveConfig, Origin)>,
@@ -91,6 +93,7 @@ impl Builder {
             machine: MachineConfig {
                 kind: MachineType::Microvm,
                 vcpus,
+                topology: self.topology.map(|(t, _)| t),
                 mem_size: self.mem.map_or(DEFAULT_MEM_SIZE, |(m, _)| m),
                 omit_vm_memory: self.omit_vm_memory.is_some_and(|(b, _)| b),
             },

@@ -18,6 +18,7 @@ mod mac;
 pub mod model;
 mod occupant;
 mod origin;
+mod topology;
 mod validate;
 
 pub use cmdline::{parse_args, parse_env, short_usage, usage, version, Action};

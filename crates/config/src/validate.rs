@@ -119,6 +119,36 @@ pub(crate) fn check_vcpus(n: u64, origin: &Origin) -> Result<u8, ConfigError> {
     })
 }
 
+/// The topology rules: its levels multiply to the vCPU count, and its APIC ids fit the xAPIC
+/// id space beside the IOAPIC.
+fn check_topology(m: &MachineConfig, origin: &Origin) -> Result<(), ConfigError> {
+    let Some(t) = m.topology else {
+        return Ok(());
+    };
+    let key = origin.field("vcpu_count");
+    if t.vcpus() != u64::from(m.vcpus) {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "sockets*cores*threads is {}, it must equal the vCPU count {}",
+                t.vcpus(),
+                m.vcpus
+            ),
+        ));
+    }
+    let max = t.max_apic_id();
+    if max > MAX_APIC_ID {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "sockets={},cores={},threads={} needs APIC ids up to {max}, the most is {MAX_APIC_ID} (use power-of-two cores and threads, or fewer vCPUs)",
+                t.sockets, t.cores, t.threads
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The memory size rule.
 pub(crate) fn check_mem(bytes: u64, origin: &Origin) -> Result<(), ConfigError> {
     let key = origin.field("mem_size");
@@ -400,6 +430,7 @@ impl VmConfig {
     pub(crate) fn validate_with(&self, o: &Origins, probe: Probe) -> Result<(), ConfigError> {
         check_name(&self.name, &o.name)?;
         check_vcpus(self.machine.vcpus.into(), &o.vcpus)?;
+        check_topology(&self.machine, &o.vcpus)?;
         check_mem(self.machine.mem_size, &o.mem)?;
         check_boot(&self.boot, o)?;
         check_drives(&self.drives, o)?;

@@ -261,7 +261,12 @@ impl Machine {
             .map_err(boot_err)?;
         mem.write_obj((EBDA_START >> 10) as u16, GuestAddress(0x413))
             .map_err(boot_err)?;
-        let mp = mptable::build(EBDA_START, cfg.machine.vcpus);
+        let topology = cfg.machine.topology();
+        // Validation keeps every APIC id below the IOAPIC's and the broadcast id.
+        let apic_ids: Vec<u8> = (0..u32::from(cfg.machine.vcpus))
+            .map(|i| topology.apic_id(i) as u8)
+            .collect();
+        let mp = mptable::build(EBDA_START, &apic_ids);
         mem.write_slice(&mp, GuestAddress(EBDA_START))
             .map_err(boot_err)?;
         regs::write_boot_tables(&mem).map_err(boot_err)?;
@@ -286,11 +291,16 @@ impl Machine {
         let exit = Arc::new(ExitNotifier::new().map_err(|e| dev_err("exit event", &e))?);
         let mut vcpus = Vec::new();
         for id in 0..cfg.machine.vcpus {
+            // KVM's vCPU id is the in-kernel LAPIC's APIC id.
             let fd = vm
-                .create_vcpu(u64::from(id))
+                .create_vcpu(u64::from(apic_ids[usize::from(id)]))
                 .map_err(kvm_err("create vCPU"))?;
             let mut c = supported.clone();
-            cpuid::filter(&mut c, id, &brand);
+            let identity = cpuid::CpuIdentity {
+                index: u32::from(id),
+                topology,
+            };
+            cpuid::filter(&mut c, identity, &brand);
             fd.set_cpuid2(&c).map_err(kvm_err("set CPUID"))?;
             let n = fd.set_msrs(&msrs).map_err(kvm_err("set MSRs"))?;
             if n != msrs.as_slice().len() {

@@ -55,6 +55,7 @@ pub(crate) fn seed_004_vm() -> VmConfig {
         machine: MachineConfig {
             kind: MachineType::Microvm,
             vcpus: 2,
+            topology: None,
             mem_size: 268435456,
             omit_vm_memory: false,
         },

@@ -12,6 +12,7 @@ fn good() -> VmConfig {
         machine: MachineConfig {
             kind: MachineType::Microvm,
             vcpus: 1,
+            topology: None,
             mem_size: DEFAULT_MEM_SIZE,
             omit_vm_memory: false,
         },

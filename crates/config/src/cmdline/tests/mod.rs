@@ -83,6 +83,7 @@ pub(super) fn vm(kernel: &str, cmdline: &str) -> VmConfig {
         machine: MachineConfig {
             kind: MachineType::Microvm,
             vcpus: DEFAULT_VCPUS,
+            topology: None,
             mem_size: DEFAULT_MEM_SIZE,
             omit_vm_memory: false,
         },

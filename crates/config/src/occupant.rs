@@ -193,10 +193,8 @@ mod tests {
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
         fl.l_type = libc::F_WRLCK as libc::c_short;
         // SAFETY: F_OFD_SETLK reads the flock we pass; `held` is open.
-        assert_eq!(
-            unsafe { libc::fcntl(held.as_raw_fd(), libc::F_OFD_SETLK, &fl) },
-            0
-        );
+        let r = unsafe { libc::fcntl(held.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+        assert_eq!(r, 0);
         assert_eq!(probe_path(&p, Want::Pidfile), Occupant::InUse(Some(dead)));
         drop(held);
         std::fs::write(&p, "garbage").unwrap();

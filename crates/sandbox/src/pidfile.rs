@@ -170,10 +170,8 @@ mod tests {
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
         fl.l_type = libc::F_WRLCK as libc::c_short;
         // SAFETY: F_OFD_GETLK writes into `fl`; `other` is open.
-        assert_eq!(
-            unsafe { libc::fcntl(other.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) },
-            0
-        );
+        let r = unsafe { libc::fcntl(other.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
+        assert_eq!(r, 0);
         assert_eq!(
             fl.l_type,
             libc::F_WRLCK as libc::c_short,

@@ -1,4 +1,4 @@
-"""Process behaviour (SPEC.md §4): seccomp on every thread by default and off with
+"""Process behaviour: seccomp on every thread by default and off with
 -disable-seccomp, -daemonize with -pidfile, the -D log, -omit_vm_memory, and clean exits on
 SIGTERM (no socket, pidfile or raw terminal left behind, written data on disk)."""
 import json

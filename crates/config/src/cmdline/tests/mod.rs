@@ -1,4 +1,4 @@
-//! Command lines from the seeds and SPEC.md, and every command-line error.
+//! Command lines from StratoVirt's documentation (the seeds), and every command-line error.
 
 mod devices;
 mod options;

@@ -4,13 +4,14 @@
 A fresh clone has only what is in the repository, so every reference a reader or a script
 follows must resolve inside it. Flagged, with file and line:
 
-- absolute paths into the project machines' workspace (`/work/...`);
-- relative paths (`../x`) that leave the repository or name nothing in it;
+- absolute paths into the project machines' workspace (`/work/...`);  # check-paths: ignore
+- relative paths (`../x`) that leave the repository or name nothing in it;  # check-paths: ignore
 - Markdown links to files that are not in the repository;
-- names of Markdown documents (`SOMETHING.md`) that no file in the repository has.
+- names of Markdown documents (`SOMETHING.md`) that no file in the repository has.  # check-paths: ignore
 
 Example paths a user is meant to substitute (`/path/to/vmlinux.bin`, `/tmp/vm.sock`) and
-runtime locations (a cache directory) are not references and are not flagged.
+runtime locations (a cache directory) are not references and are not flagged. A line that
+holds `check-paths: ignore` is skipped (this file's patterns, the check's own test fixtures).
 
     python3 tools/check-paths.py [ROOT]     # exit 1 and one line per finding
 """
@@ -22,11 +23,12 @@ import re
 import subprocess
 import sys
 
-WORKSPACE = re.compile(r"(?<![\w.$-])/work/[\w./-]*")
+WORKSPACE = re.compile(r"(?<![\w.$-])/work/[\w./-]*")  # check-paths: ignore
 RELATIVE = re.compile(r"(?<![\w.)}$/-])(?:\.\./)+[\w./-]*[\w-]")
 MD_LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
-MD_NAME = re.compile(r"(?<![\w/.-])([\w/.-]*[A-Za-z0-9_-]\.md)\b")
+MD_NAME = re.compile(r"(?<![\w/.:-])([\w/.-]*[A-Za-z0-9_-]\.md)\b")
 SKIP_SUFFIXES = (".lock",)
+IGNORE = "check-paths: " + "ignore"
 
 
 def tracked_files(root: str) -> list[str]:
@@ -71,6 +73,9 @@ def check(root: str) -> list[str]:
             continue
         here = os.path.dirname(os.path.join(root, rel))
         for n, line in enumerate(text.splitlines(), 1):
+            if IGNORE in line:
+                continue
+
             def flag(what: str, ref: str) -> None:
                 findings.append(f"{rel}:{n}: {what}: {ref}")
 

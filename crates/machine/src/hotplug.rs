@@ -160,12 +160,12 @@ impl BlockHotplug {
         }
         if !st.pending.contains_key(id) {
             let why = if st.released.contains(id) {
-                "device_del closed its image"
+                " (device_del closed its image)"
             } else {
-                "no such node"
+                ""
             };
             return Err(HotplugError::Invalid(format!(
-                "no block node '{id}' ({why}): run blockdev-add with node-name '{id}' first"
+                "no block node '{id}'{why}: run blockdev-add with node-name '{id}' first"
             )));
         }
         let handle = &self.slots.slots[slot];

@@ -533,6 +533,12 @@ def test_a_live_qmp_socket_names_its_owner_and_a_stale_one_is_left_for_the_user(
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
         line = one_line_error(r)
         assert line == f"stratovirt: -qmp: socket path `{sock}` is in use by running process {first.proc.pid}", line
+        # A console socket at a live VM's socket path: the same answer.
+        con = [BIN, "-kernel", KERNEL_BIN, "-chardev", f"socket,id=c0,path={sock},server,nowait",
+               "-device", "virtconsole,chardev=c0"]
+        r = subprocess.run(con, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        line = one_line_error(r)
+        assert line == f"stratovirt: -chardev: socket path `{sock}` is in use by running process {first.proc.pid}", line
         # The first VM is untouched and still answers.
         q = RawQmp(sock)
         q.execute("qmp_capabilities")

@@ -164,7 +164,7 @@ pub fn usage() -> String {
     let mut out = String::from(
         "Usage: stratovirt [OPTION]...\n\
          A lightweight virtual machine monitor for Linux/KVM (StratoVirt microVM).\n\
-         Options start with one dash or two (-smp 2, --smp 2).\n\n\
+         Options start with one dash or two; the value follows a space or '=' (-smp 2, --smp=2).\n\n\
          Options:\n",
     );
     let mut seen_help = false;

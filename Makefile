@@ -5,8 +5,10 @@ GUEST_DIR := guest
 GUEST_OUT := target/guest
 VENV := .venv
 PY := $(VENV)/bin/python
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
 
-.PHONY: all build rust-deps vmm guest demo test test-unit test-e2e test-linux linux-agent lint bench bench-linux deps clean
+.PHONY: all build rust-deps vmm guest install demo test test-unit test-e2e test-linux linux-agent lint bench bench-linux deps clean
 
 all: build
 
@@ -21,6 +23,13 @@ vmm:
 
 guest:
 	$(MAKE) -C $(GUEST_DIR) OUT=$(abspath $(GUEST_OUT))
+
+# The binary alone is the VMM: `make install` copies the one `make build` made to $(BINDIR)
+# (PREFIX=/usr/local by default; DESTDIR for staging). It builds nothing, so `sudo make install`
+# needs no toolchain for root.
+install:
+	@test -x target/release/stratovirt || { echo "target/release/stratovirt is missing: run make build first" >&2; exit 1; }
+	install -D -m 0755 target/release/stratovirt $(DESTDIR)$(BINDIR)/stratovirt
 
 # Python environment for the end-to-end tests (pytest, qemu.qmp).
 $(PY): tests/requirements.txt
@@ -40,6 +49,7 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	bash tools/check-guest-isa.sh $(GUEST_OUT)
+	python3 tools/check-paths.py
 
 test-unit:
 	$(CARGO) test --workspace

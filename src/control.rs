@@ -1,8 +1,8 @@
 //! The machine as QMP sees it: `VmControl` over a running VM.
 
-use config::VmConfig;
+use config::{CpuTopology, VmConfig};
 use machine::hotplug::{slot_from_addr, BlockHotplug, HotplugError};
-use machine::{BlockSlots, VmExitReason, VmHandle};
+use machine::{BlockSlots, VmExitReason, VmHandle, VmRunState};
 use qmp::block::{BlockdevAddArguments, DeviceAddArguments, BLOCK_DRIVERS};
 use qmp::{CpuInfo, CpuInstanceProperties, HotpluggableCpu, QmpError, RunState, StatusInfo};
 use std::path::Path;
@@ -11,6 +11,7 @@ use std::sync::Arc;
 pub struct VmController {
     vm: Arc<VmHandle>,
     vcpus: u8,
+    topology: CpuTopology,
     disks: BlockHotplug,
 }
 
@@ -20,6 +21,7 @@ impl VmController {
         VmController {
             vm,
             vcpus: cfg.machine.vcpus,
+            topology: cfg.machine.topology(),
             disks: BlockHotplug::new(blocks, &boot_ids),
         }
     }
@@ -34,21 +36,23 @@ fn qmp_error(e: HotplugError) -> QmpError {
     }
 }
 
-/// StratoVirt's microvm topology: every vCPU is its own socket.
-fn props(index: u32) -> CpuInstanceProperties {
+/// Where vCPU `index` sits in the topology (by default StratoVirt's microvm layout: every vCPU
+/// is its own socket), as the guest's CPUID and MP table say too.
+fn props(topology: &CpuTopology, index: u32) -> CpuInstanceProperties {
+    let p = topology.position(index);
     CpuInstanceProperties {
-        core_id: 0,
-        socket_id: index,
-        thread_id: 0,
+        core_id: p.core,
+        socket_id: p.socket,
+        thread_id: p.thread,
     }
 }
 
 impl qmp::VmControl for VmController {
     fn query_status(&self) -> StatusInfo {
-        StatusInfo::new(if self.vm.is_running() {
-            RunState::Running
-        } else {
-            RunState::Paused
+        StatusInfo::new(match self.vm.run_state() {
+            VmRunState::Running => RunState::Running,
+            VmRunState::Paused => RunState::Paused,
+            VmRunState::GuestPanicked => RunState::GuestPanicked,
         })
     }
 
@@ -70,14 +74,19 @@ impl qmp::VmControl for VmController {
             .into_iter()
             .map(|c| {
                 let i = u32::from(c.id);
-                CpuInfo::new(i, props(i), c.halted, i64::from(c.thread_id))
+                CpuInfo::new(
+                    i,
+                    props(&self.topology, i),
+                    c.halted,
+                    i64::from(c.thread_id),
+                )
             })
             .collect()
     }
 
     fn query_hotpluggable_cpus(&self) -> Vec<HotpluggableCpu> {
         (0..u32::from(self.vcpus))
-            .map(|i| HotpluggableCpu::new(i, props(i), true))
+            .map(|i| HotpluggableCpu::new(i, props(&self.topology, i), true))
             .collect()
     }
 

@@ -76,10 +76,11 @@ fn install_panic_hook() {
 }
 
 fn log_config(cfg: &VmConfig) {
+    let vcpus = cfg.machine.vcpus;
     log::info!(
-        "starting VM {}: {} vCPUs, {} MiB, kernel {}",
+        "starting VM {}: {vcpus} vCPU{}, {} MiB, kernel {}",
         cfg.name,
-        cfg.machine.vcpus,
+        if vcpus == 1 { "" } else { "s" },
         cfg.machine.mem_size >> 20,
         cfg.boot.kernel.display()
     );
@@ -169,10 +170,13 @@ fn main() {
             println!("{text}");
             return;
         }
+        // With no arguments at all, also say how to start.
+        Err(e) if args.is_empty() => fail(format!("{e}\n{}", config::short_usage())),
         Err(e) => fail(e),
     };
     let log_file = cfg.process.log_file.clone().flatten();
-    if let Err(e) = sandbox::logger::init(log_file.as_deref()) {
+    let log_requested = cfg.process.log_file.is_some();
+    if let Err(e) = sandbox::logger::init(log_file.as_deref(), log_requested) {
         fail(e);
     }
     if let Err(e) = refuse_unsupported(&cfg) {

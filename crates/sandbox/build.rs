@@ -50,6 +50,7 @@ fn constants() -> BTreeMap<&'static str, u64> {
         ("F_GETFL", 3),
         ("F_SETFL", 4),
         ("F_DUPFD_CLOEXEC", 1030),
+        ("F_OFD_SETLK", 37),
         // futex operations.
         ("FUTEX_WAIT", 0),
         ("FUTEX_WAKE", 1),

@@ -100,6 +100,24 @@ pub fn halt_forever() -> ! {
     }
 }
 
+/// QEMU's ISA pvpanic port. Writing [`PVPANIC_PANICKED`] tells the host the kernel panicked;
+/// where no such device exists the write goes nowhere.
+pub const PVPANIC_PORT: u16 = 0x505;
+/// The pvpanic "guest panicked" event bit.
+pub const PVPANIC_PANICKED: u8 = 1;
+
+/// Tells the host (pvpanic) that the kernel cannot go on, then halts for good.
+pub fn panic_halt() -> ! {
+    outb(PVPANIC_PORT, PVPANIC_PANICKED);
+    halt_forever()
+}
+
+/// `cpuid(leaf, subleaf)` as (eax, ebx, ecx, edx).
+pub fn cpuid_count(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    (r.eax, r.ebx, r.ecx, r.edx)
+}
+
 /// Full memory barrier: orders earlier stores before later loads (what
 /// x86's TSO otherwise lets pass), for rings shared with a device. A locked
 /// no-op on the stack, not `mfence`, which is an SSE2 instruction.

@@ -69,7 +69,7 @@ pub fn stub(vector: u8) -> u64 {
 
 extern "C" fn exception_entry(frame: &Frame) -> ! {
     report(frame);
-    cpu::halt_forever()
+    cpu::panic_halt()
 }
 
 fn report(frame: &Frame) {

@@ -139,12 +139,12 @@ fn fatal(msg: &str) -> ! {
     serial::puts("FATAL: ");
     serial::puts(msg);
     serial::puts("\n");
-    cpu::halt_forever()
+    cpu::panic_halt()
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     use core::fmt::Write;
     let _ = write!(serial::Writer, "\nPANIC: {info}\n");
-    cpu::halt_forever()
+    cpu::panic_halt()
 }

@@ -25,7 +25,7 @@ import time
 from typing import Iterable, Optional, Sequence
 
 # Guest code runs through KVM's instruction emulator on this project's
-# machines (PVM), so be generous; see /work/shared/ENVIRONMENT.md.
+# machines (PVM), so be generous; see docs/testkernel.md.
 DEFAULT_TIMEOUT = 30.0
 
 # The CPU model of every QEMU reference run under KVM. `host` alone dies on AMD hosts of this

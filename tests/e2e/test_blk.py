@@ -463,6 +463,38 @@ def test_seed_hotplug_transcript(hotplug_vm, tmp_path):
     assert crc_of(vm, "vdb", 100, 8) == zlib.crc32(disk_pattern(5, 100, 8))
 
 
+def test_device_del_then_blockdev_del_as_in_qemu(hotplug_vm, tmp_path):
+    """QEMU's clean-up after unplugging (device_del, then blockdev-del of the node) succeeds;
+    the node is gone afterwards, and the same node can be added again."""
+    vm, q, _ = hotplug_vm
+    q.execute("qmp_capabilities")
+    block = image(tmp_path, "block.img", 1 << 20)
+    assert blockdev_add(q, "drive-0", str(block))[1] == {"return": {}}
+    assert device_add(q, "drive-0", "0x1")[1] == {"return": {}}
+    wait_guest(vm, "vdb", "capacity", 2048)
+    _, r = q.execute("blockdev-del", {"node-name": "drive-0"})
+    assert "device_del it first" in r["error"]["desc"], r
+    events, r = q.execute("device_del", {"id": "drive-0"})
+    assert r == {"return": {}} and events[0]["event"] == "DEVICE_DELETED", (events, r)
+    wait_guest(vm, "vdb", "capacity", 0)
+    assert q.execute("blockdev-del", {"node-name": "drive-0"})[1] == {"return": {}}
+    _, r = q.execute("blockdev-del", {"node-name": "drive-0"})
+    assert r["error"]["class"] == "DeviceNotFound", r
+    # device_add of a node whose image device_del closed says so.
+    _, r = device_add(q, "drive-0", "0x1")
+    assert "error" in r, r
+    assert blockdev_add(q, "drive-0", str(block))[1] == {"return": {}}
+    assert device_add(q, "drive-0", "0x1")[1] == {"return": {}}
+    wait_guest(vm, "vdb", "capacity", 2048)
+    # The seeds' flow: device_del alone, then the same node again.
+    assert q.execute("device_del", {"id": "drive-0"})[1] == {"return": {}}
+    _, r = device_add(q, "drive-0", "0x1")
+    assert "device_del closed its image" in r["error"]["desc"], r
+    assert blockdev_add(q, "drive-0", str(block))[1] == {"return": {}}
+    assert device_add(q, "drive-0", "0x1")[1] == {"return": {}}
+    wait_guest(vm, "vdb", "capacity", 2048)
+
+
 def test_ten_cycles_of_three_disks_leak_nothing_and_the_guest_sees_every_change(hotplug_vm,
                                                                                tmp_path):
     vm, q, _ = hotplug_vm

@@ -4,10 +4,11 @@ the guest's poweroff ends the process with status 0."""
 import json
 import os
 import signal
+import subprocess
 
 import pytest
 
-from svm import BIN, KERNEL_BIN, KERNEL_ELF, boot, stratovirt_cmd
+from svm import BIN, KERNEL_BIN, KERNEL_ELF, RawQmp, boot, stratovirt_cmd
 
 MIB = 1 << 20
 # What the e820 map keeps back from the guest: the EBDA/BIOS area 0x9fc00-0x100000.
@@ -126,11 +127,80 @@ def test_poweroff_exits_zero(tmp_path):
     assert not sock.exists(), "the QMP socket is removed at exit"
 
 
-def test_guest_exception_is_reported_and_vm_keeps_running():
-    vm, _ = boot(stratovirt_cmd())
+def test_guest_panic_pauses_the_vm_with_guest_panicked(tmp_path):
+    """The test kernel reports its fatal exception through pvpanic: as QEMU does, the VM is
+    paused with GUEST_PANICKED and STOP, query-status says guest-panicked, cont resumes it."""
+    sock = str(tmp_path / "vm.sock")
+    vm, _ = boot(stratovirt_cmd(cpus=2, qmp=sock))
     try:
+        q = RawQmp(sock)
+        q.execute("qmp_capabilities")
+        assert q.execute("query-status")[1]["return"]["status"] == "running"
         vm.send_line("panic")
         vm.wait_for(r"EXCEPTION vector=14", 30)
+        ev = q.recv()
+        assert (ev["event"], ev["data"]) == ("GUEST_PANICKED", {"action": "pause"}), ev
+        assert q.recv()["event"] == "STOP"
+        assert q.execute("query-status")[1]["return"] == {
+            "running": False, "singlestep": False, "status": "guest-panicked"}
+        events, r = q.execute("cont")
+        assert r == {"return": {}} and [e["event"] for e in events] == ["RESUME"], (events, r)
+        assert q.execute("query-status")[1]["return"]["status"] == "running"
+        assert vm.proc.poll() is None, "the process lives on for inspection"
+        q.close()
+    finally:
+        vm.kill()
+
+
+def test_the_readme_boot_command_leaves_the_terminal_to_the_guest():
+    """Without -D nothing but the guest's console: no INFO lines around it."""
+    vm, _ = boot([BIN, "-kernel", KERNEL_BIN, "-append", "console=ttyS0", "-serial", "stdio",
+                  "-m", "128"])
+    vm.send_line("poweroff")
+    assert vm.wait_exit(30) == 0
+    assert vm.stderr == "", vm.stderr
+
+
+def test_smp_topology_reaches_cpuid_the_mp_table_and_qmp(tmp_path):
+    """-smp 6,sockets=2,cores=3: cores take two APIC id bits, so the ids are 0 1 2 4 5 6."""
+    sock = str(tmp_path / "vm.sock")
+    vm, m = boot(stratovirt_cmd(cpus="6,sockets=2,cores=3", qmp=sock))
+    try:
+        assert int(m.group(1)) == 6, "every vCPU started from the MP table"
+        cpus = [l for l in vm.cmd_ok("boot") if l.startswith("cpu apic_id=")]
+        assert [int(l.split()[1].split("=")[1]) for l in cpus] == [0, 1, 2, 4, 5, 6], cpus
+
+        def cpuid(leaf, sub=0):
+            words = dict(w.split("=") for w in vm.cmd_ok(f"cpuid {leaf} {sub}")[0].split())
+            return {k: int(v, 16) for k, v in words.items()}
+
+        l1 = cpuid(1)
+        assert (l1["ebx"] >> 16) & 0xff == 3, "logical processors per package"
+        assert l1["edx"] & (1 << 28), "HTT: more than one per package"
+        if cpuid(0)["eax"] >= 0xb:
+            smt, core = cpuid(0xb, 0), cpuid(0xb, 1)
+            assert (smt["eax"], smt["ebx"], smt["ecx"] >> 8 & 0xff) == (0, 1, 1), smt
+            assert (core["eax"], core["ebx"], core["ecx"] >> 8 & 0xff) == (2, 3, 2), core
+        q = RawQmp(sock)
+        q.execute("qmp_capabilities")
+        want = [{"core-id": c, "socket-id": s, "thread-id": 0} for s in (0, 1) for c in (0, 1, 2)]
+        assert [c["props"] for c in q.execute("query-cpus")[1]["return"]] == want
+        assert [c["props"] for c in q.execute("query-hotpluggable-cpus")[1]["return"]] == want
+        q.close()
+    finally:
+        vm.kill()
+
+
+def test_default_topology_is_one_vcpu_per_socket(tmp_path):
+    sock = str(tmp_path / "vm.sock")
+    vm, _ = boot(stratovirt_cmd(cpus=2, qmp=sock))
+    try:
+        q = RawQmp(sock)
+        q.execute("qmp_capabilities")
+        props = [c["props"] for c in q.execute("query-cpus")[1]["return"]]
+        assert props == [{"core-id": 0, "socket-id": i, "thread-id": 0} for i in (0, 1)]
+        assert (int(vm.cmd_ok("cpuid 1")[0].split()[1].split("=")[1], 16) >> 16) & 0xff == 1
+        q.close()
     finally:
         vm.kill()
 
@@ -148,13 +218,17 @@ def test_emulation_failure_names_vcpu_rip_and_bytes(tmp_path):
     # A raw kernel whose first instruction is SSE (xorps %xmm0,%xmm0), which this host's
     # instruction emulator lacks; on a VT-x/AMD-V host it runs, so accept either outcome
     # but never a silent one.
+    # Padded with hlt to a page: shorter raw images are refused as implausible.
     k = tmp_path / "sse.bin"
-    k.write_bytes(bytes([0x0f, 0x57, 0xc0, 0xb0, 0xfe, 0xe6, 0x64, 0xf4]))
-    import subprocess
-    r = subprocess.run([BIN, "-kernel", str(k), "-m", "128"], capture_output=True, text=True,
-                       timeout=30, stdin=subprocess.DEVNULL)
+    k.write_bytes(bytes([0x0f, 0x57, 0xc0, 0xb0, 0xfe, 0xe6, 0x64]).ljust(4096, b"\xf4"))
+    log = tmp_path / "vm.log"
+    r = subprocess.run([BIN, "-kernel", str(k), "-m", "128", "-D", str(log)], capture_output=True,
+                       text=True, timeout=30, stdin=subprocess.DEVNULL)
     if r.returncode == 0:
         return  # hardware virtualization ran it, then the reset pulse ended the VM
     assert r.returncode == 1
     last = r.stderr.strip().splitlines()[-1]
     assert "vCPU 0" in last and "RIP 0x1000000" in last and "0f 57 c0" in last, last
+    # Named for what it is: the VMM cannot run the guest on; the guest did not panic.
+    text = log.read_text()
+    assert "VM shutting down: host-error" in text and "guest-panic" not in text, text

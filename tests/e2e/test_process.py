@@ -1,4 +1,4 @@
-"""Process behaviour (SPEC.md §4): seccomp on every thread by default and off with
+"""Process behaviour: seccomp on every thread by default and off with
 -disable-seccomp, -daemonize with -pidfile, the -D log, -omit_vm_memory, and clean exits on
 SIGTERM (no socket, pidfile or raw terminal left behind, written data on disk)."""
 import json
@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import termios
@@ -83,6 +84,22 @@ def wait_gone(pid, timeout=15):
         if time.time() > end:
             raise TimeoutError(f"process {pid} still runs")
         time.sleep(0.02)
+
+
+def dead_pid():
+    """The pid of a process that has exited and been reaped."""
+    p = subprocess.Popen(["true"])
+    p.wait()
+    dead_pid.last = p.pid
+    return p.pid
+
+
+def one_line_error(r):
+    """The single stderr line of a refused start."""
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    return lines[0]
 
 
 def daemon_cmd(tmp_path, extra=(), kernel=KERNEL_BIN):
@@ -250,6 +267,8 @@ def test_log_file_tells_guest_reset_and_is_appended(tmp_path):
     text = log.read_text()
     assert text.startswith("earlier line\n"), "appended, not truncated"
     assert "VM shutting down: guest-reset" in text, text
+    assert "starting VM StratoVirt: 1 vCPU, 128 MiB" in text, text
+    assert "VM running (serial console on stdin/stdout)" in text, text
 
 
 def test_startup_error_is_in_the_log(tmp_path):
@@ -298,6 +317,8 @@ def test_daemonize_writes_pidfile_and_answers_qmp(tmp_path):
     assert not pidfile.exists() and not sock.exists()
     text = log.read_text()
     assert f"pid {pid}" in text and "daemon yes" in text and "host-qmp-quit" in text, text
+    assert re.search(r"\] VM running$", text, re.M), text
+    assert "console on" not in text, "a daemon has no console, and the log says none"
 
 
 def test_daemon_resolves_relative_paths(tmp_path):
@@ -352,11 +373,12 @@ def test_daemonize_rules(tmp_path):
     # A daemon has no terminal.
     r = subprocess.run(cmd + ["-serial", "stdio"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "-serial" in r.stderr and "-daemonize" in r.stderr, r.stderr
-    # An existing pidfile is refused and left alone.
-    pidfile.write_text("12345\n")
+    # An existing pidfile is refused and left alone; one naming no running process is stale.
+    pidfile.write_text(f"{dead_pid()}\n")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "already exists" in r.stderr, r.stderr
-    assert pidfile.read_text() == "12345\n" and not sock.exists()
+    assert "is not running" in r.stderr and "remove it first" in r.stderr, r.stderr
+    assert pidfile.read_text() == f"{dead_pid.last}\n" and not sock.exists()
     # -pidfile needs -daemonize.
     pidfile.unlink()
     plain = [a for a in cmd if a != "-daemonize"]
@@ -457,7 +479,8 @@ def test_exit_signals_remove_pidfile_and_socket(tmp_path, sig):
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
     assert not pidfile.exists() and not sock.exists()
-    assert "VM shutting down: host-signal" in log.read_text()
+    name = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}[sig]
+    assert f"VM shutting down: host-signal ({name})" in log.read_text()
 
 
 def test_vanished_qmp_client_is_harmless(tmp_path):
@@ -476,5 +499,189 @@ def test_vanished_qmp_client_is_harmless(tmp_path):
         assert q.execute("query-status")[1]["return"]["running"] is True
         q.close()
         assert vm.proc.poll() is None
+    finally:
+        vm.kill()
+
+
+# -- what the VMM creates is private ----------------------------------------------------------
+
+def test_socket_and_log_are_0600_under_umask_000(tmp_path):
+    cmd, sock, pidfile, log = daemon_cmd(tmp_path)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                       preexec_fn=lambda: os.umask(0))
+    assert r.returncode == 0, r.stderr
+    pid = int(pidfile.read_text())
+    try:
+        assert stat.S_ISSOCK(os.lstat(sock).st_mode)
+        assert stat.S_IMODE(os.lstat(sock).st_mode) == 0o600, oct(os.lstat(sock).st_mode)
+        assert stat.S_IMODE(os.lstat(log).st_mode) == 0o600, oct(os.lstat(log).st_mode)
+        assert stat.S_IMODE(os.lstat(pidfile).st_mode) == 0o644
+        os.kill(pid, signal.SIGTERM)
+        wait_gone(pid)
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+# -- live owners: "in use by running process N", removal advice only when stale ---------------
+
+def test_a_live_qmp_socket_names_its_owner_and_a_stale_one_is_left_for_the_user(tmp_path):
+    sock = str(tmp_path / "vm.sock")
+    first, _ = boot(stratovirt_cmd(qmp=sock))
+    try:
+        cmd = [BIN, "-kernel", KERNEL_BIN, "-m", "128", "-qmp", f"unix:{sock},server,nowait"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        line = one_line_error(r)
+        assert line == f"stratovirt: -qmp: socket path `{sock}` is in use by running process {first.proc.pid}", line
+        # A console socket at a live VM's socket path: the same answer.
+        con = [BIN, "-kernel", KERNEL_BIN, "-chardev", f"socket,id=c0,path={sock},server,nowait",
+               "-device", "virtconsole,chardev=c0"]
+        r = subprocess.run(con, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        line = one_line_error(r)
+        assert line == f"stratovirt: -chardev: socket path `{sock}` is in use by running process {first.proc.pid}", line
+        # The first VM is untouched and still answers.
+        q = RawQmp(sock)
+        q.execute("qmp_capabilities")
+        assert q.execute("query-status")[1]["return"]["status"] == "running"
+        q.close()
+        first.proc.kill()
+        first.proc.wait(10)
+        assert os.path.exists(sock), "SIGKILL leaves the socket behind"
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        line = one_line_error(r)
+        assert "left over from a process that is gone (nothing listens on it): remove it first" in line, line
+        assert os.path.exists(sock), "never removed by the VMM"
+    finally:
+        first.kill()
+
+
+def test_a_live_pidfile_names_its_owner_and_a_stale_one_gets_the_advice(tmp_path):
+    cmd, sock, pidfile, log = daemon_cmd(tmp_path)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    pid = int(pidfile.read_text())
+    try:
+        other = tmp_path / "other"
+        other.mkdir()
+        second, _, _, _ = daemon_cmd(other)
+        second[second.index("-pidfile") + 1] = str(pidfile)
+        r = subprocess.run(second, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        line = one_line_error(r)
+        assert line == f"stratovirt: -pidfile: pidfile `{pidfile}` is in use by running process {pid}", line
+        assert alive(pid) and int(pidfile.read_text()) == pid
+        os.kill(pid, signal.SIGKILL)
+        wait_gone(pid)
+        assert pidfile.exists(), "SIGKILL leaves the pidfile behind"
+        # The leader thread is a zombie before the last thread has closed the files (and the
+        # lock): until then the pidfile is rightly still in use.
+        end = time.time() + 15
+        while True:
+            r = subprocess.run(second, capture_output=True, text=True, timeout=30,
+                               stdin=subprocess.DEVNULL)
+            line = one_line_error(r)
+            if "in use" not in line or time.time() > end:
+                break
+            time.sleep(0.05)
+        assert f"process {pid} is not running" in line and "remove it first" in line, line
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+# -- one image, one writer ---------------------------------------------------------------------
+
+def test_a_second_vm_cannot_write_an_image_in_use(tmp_path):
+    img = disk(tmp_path)
+    first, _ = boot(stratovirt_cmd(extra=disk_args(img)))
+    try:
+        for readonly in ("off", "on"):
+            cmd = [BIN, "-kernel", KERNEL_BIN, "-m", "128",
+                   "-drive", f"id=d0,file={img},direct=off,readonly={readonly}",
+                   "-device", "virtio-blk-device,drive=d0"]
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=30,
+                               stdin=subprocess.DEVNULL)
+            line = one_line_error(r)
+            assert f"disk image {img} is in use by another process" in line, line
+        # Hot-plug in a second VM is refused the same way, and that VM runs on.
+        sock = str(tmp_path / "second.sock")
+        second, _ = boot(stratovirt_cmd(qmp=sock))
+        try:
+            q = RawQmp(sock)
+            q.execute("qmp_capabilities")
+            args = {"node-name": "drive-1", "file": {"driver": "file", "filename": str(img)},
+                    "cache": {"direct": False}, "read-only": False}
+            r = q.execute("blockdev-add", args)[1]
+            assert f"disk image {img} is in use" in r["error"]["desc"], r
+            assert second.cmd("ticks")[-1] == "OK"
+            # Once the first VM is gone, the image is free.
+            first.send_line("poweroff")
+            assert first.wait_exit(30) == 0
+            assert q.execute("blockdev-add", args)[1] == {"return": {}}
+            q.close()
+        finally:
+            second.kill()
+    finally:
+        first.kill()
+
+
+def test_two_vms_may_share_a_read_only_image(tmp_path):
+    img = disk(tmp_path)
+    ro = ["-drive", f"id=d0,file={img},direct=off,readonly=on", "-device", "virtio-blk-device,drive=d0"]
+    a, _ = boot(stratovirt_cmd(extra=ro))
+    try:
+        b, _ = boot(stratovirt_cmd(extra=ro))
+        try:
+            for vm in (a, b):
+                assert "ro=1" in " ".join(vm.cmd_ok("blk list"))
+        finally:
+            b.kill()
+    finally:
+        a.kill()
+
+
+# -- the console's way out ---------------------------------------------------------------------
+
+def test_ctrl_a_keys_on_a_terminal_console(tmp_path):
+    """Ctrl-A Ctrl-A sends one Ctrl-A (the test kernel echoes it as ^A), Ctrl-A h lists the
+    keys, Ctrl-A x ends the VM cleanly (SHUTDOWN host-ui, terminal restored, exit 0)."""
+    sock = tmp_path / "vm.sock"
+    vm = PtyVm(stratovirt_cmd(qmp=str(sock)))
+    try:
+        vm.wait_for(READY.pattern)
+        q = RawQmp(str(sock))
+        q.execute("qmp_capabilities")
+        with vm.cond:
+            start = len(vm.buf)
+        os.write(vm.master, b"\x01\x01")
+        vm.wait_for(r"\^A", start)
+        with vm.cond:
+            assert b"^A^A" not in vm.buf[start:], "one Ctrl-A reached the guest, not two"
+            start = len(vm.buf)
+        os.write(vm.master, b"\x01h")
+        vm.wait_for(r"C-a x +exit the VM", start)
+        # Ctrl-C, Ctrl-D and Ctrl-\ still go to the guest.
+        os.write(vm.master, b"\x04\x1c")
+        vm.wait_for(r"\^D\^\\", start)
+        os.write(vm.master, b"\x01x")
+        assert vm.proc.wait(15) == 0
+        ev = q.recv()
+        assert ev["event"] == "SHUTDOWN" and ev["data"] == {"guest": False, "reason": "host-ui"}, ev
+        q.close()
+        vm.wait_for(r"terminated \(Ctrl-A x\)", start)
+        assert termios.tcgetattr(vm.slave) == vm.saved, "terminal attributes restored"
+        assert not sock.exists()
+    finally:
+        vm.close()
+
+
+def test_ctrl_a_is_plain_data_when_stdin_is_not_a_terminal(tmp_path):
+    """Piped input (scripts, tests) has no escape: Ctrl-A x is two bytes for the guest."""
+    vm, _ = boot(stratovirt_cmd())
+    try:
+        start = vm.send_line("\x01x")
+        vm.wait_for(r"\^Ax", 10, start=start)
+        vm.wait_for(r"^ERR unknown command", 10)
+        assert vm.proc.poll() is None
+        assert vm.cmd("ticks")[-1] == "OK"
     finally:
         vm.kill()

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::error::ConfigError;
 use crate::model::*;
 use crate::origin::Origin;
-use crate::validate::{check_vcpus, Exists, Origins};
+use crate::validate::{check_vcpus, Origins, Probe};
 
 /// A value and where it came from.
 pub(crate) type Setting<T> = Option<(T, Origin)>;
@@ -19,6 +19,8 @@ pub(crate) struct Builder {
     pub append: Setting<String>,
     pub initrd: Setting<PathBuf>,
     pub vcpus: Setting<u64>,
+    /// From `-smp ...,sockets=,cores=,threads=`; the default is one vCPU per socket.
+    pub topology: Setting<crate::topology::CpuTopology>,
     pub mem: Setting<u64>,
     pub omit_vm_memory: Setting<bool>,
     pub drives: Vec<(DriveConfig, Origin)>,
@@ -61,7 +63,7 @@ impl Builder {
     }
 
     /// Assemble the model and validate it.
-    pub fn build(self, exists: Exists) -> Result<VmConfig, ConfigError> {
+    pub fn build(self, probe: Probe) -> Result<VmConfig, ConfigError> {
         let d = Origins::default();
         let origins = Origins {
             name: origin_or(&self.name, d.name),
@@ -91,6 +93,7 @@ impl Builder {
             machine: MachineConfig {
                 kind: MachineType::Microvm,
                 vcpus,
+                topology: self.topology.map(|(t, _)| t),
                 mem_size: self.mem.map_or(DEFAULT_MEM_SIZE, |(m, _)| m),
                 omit_vm_memory: self.omit_vm_memory.is_some_and(|(b, _)| b),
             },
@@ -116,7 +119,7 @@ impl Builder {
             },
             incoming: self.incoming.map(|(i, _)| i),
         };
-        cfg.validate_with(&origins, exists)?;
+        cfg.validate_with(&origins, probe)?;
         Ok(cfg)
     }
 }
@@ -126,8 +129,8 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    fn nothing_exists(_: &Path) -> bool {
-        false
+    fn nothing_exists(_: &Path, _: crate::validate::Want) -> crate::validate::Occupant {
+        crate::validate::Occupant::Nothing
     }
 
     fn drive(id: &str, path: &str) -> DriveConfig {

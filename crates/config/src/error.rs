@@ -6,9 +6,14 @@ use thiserror::Error;
 /// Why a command line or `-config` file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConfigError {
-    /// An option this VMM does not know, e.g. `-bogus`.
-    #[error("{}: unknown option (see -help)", .0.escape_debug())]
-    UnknownOption(String),
+    /// An option this VMM does not know, e.g. `-bogus`, with the nearest known spelling when
+    /// one is close (`-kernal` → `-kernel`).
+    #[error("{}: unknown option ({}see -help)", .arg.escape_debug(),
+        .suggestion.as_ref().map(|s| format!("did you mean {s}? ")).unwrap_or_default())]
+    UnknownOption {
+        arg: String,
+        suggestion: Option<String>,
+    },
     /// A word that is neither an option nor an option's value.
     #[error("unexpected argument {0} (options start with '-', see -help)")]
     UnexpectedArgument(String),
@@ -79,7 +84,14 @@ mod tests {
     #[test]
     fn messages_are_one_line() {
         let all = [
-            ConfigError::UnknownOption("-bogus".into()),
+            ConfigError::UnknownOption {
+                arg: "-bogus".into(),
+                suggestion: None,
+            },
+            ConfigError::UnknownOption {
+                arg: "-kernal".into(),
+                suggestion: Some("-kernel".into()),
+            },
             ConfigError::UnexpectedArgument("`x`".into()),
             ConfigError::MissingValue("-kernel".into()),
             ConfigError::Duplicate("-m".into()),

@@ -16,10 +16,12 @@ mod json;
 pub mod limits;
 mod mac;
 pub mod model;
+mod occupant;
 mod origin;
+mod topology;
 mod validate;
 
-pub use cmdline::{parse_args, parse_env, usage, version, Action};
+pub use cmdline::{parse_args, parse_env, short_usage, usage, version, Action};
 pub use error::ConfigError;
 pub use mac::{format_mac, parse_mac};
 pub use model::*;
@@ -27,5 +29,5 @@ pub use model::*;
 /// Parse and validate the text of a `-config` JSON file on its own, as if it
 /// were given with no other option.
 pub fn parse_json_config(text: &str) -> Result<VmConfig, ConfigError> {
-    json::parse(text, "<json>")?.build(validate::path_exists)
+    json::parse(text, "<json>")?.build(validate::probe_path)
 }

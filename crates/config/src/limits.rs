@@ -34,3 +34,5 @@ pub const MAX_SOCKET_PATH_LEN: usize = 107;
 pub const MAX_DRIVE_SERIAL_LEN: usize = 20;
 /// Longest host network interface name (`IFNAMSIZ` less the NUL).
 pub const MAX_IFNAME_LEN: usize = 15;
+/// Highest vCPU APIC id: the IOAPIC takes the next id, and 0xff is the broadcast id.
+pub const MAX_APIC_ID: u32 = 253;

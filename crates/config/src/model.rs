@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub use crate::topology::{CpuPosition, CpuTopology};
+
 /// Default VM name when `-name` / `machine-config.name` is absent.
 pub const DEFAULT_VM_NAME: &str = "StratoVirt";
 /// Default number of vCPUs.
@@ -40,10 +42,21 @@ pub enum MachineType {
 pub struct MachineConfig {
     pub kind: MachineType,
     pub vcpus: u8,
+    /// `-smp ...,sockets=S,cores=C,threads=T`; `None`: one vCPU per socket (see
+    /// [`MachineConfig::topology`]).
+    pub topology: Option<CpuTopology>,
     /// Bytes.
     pub mem_size: u64,
     /// `-omit_vm_memory`, `omit_vm_memory: true`, `-machine dump-guest-core=off`.
     pub omit_vm_memory: bool,
+}
+
+impl MachineConfig {
+    /// The vCPU topology, given or default.
+    pub fn topology(&self) -> CpuTopology {
+        self.topology
+            .unwrap_or_else(|| CpuTopology::one_per_socket(u32::from(self.vcpus)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! or JSON key the offending value came from (see [`Origins`]).
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{quote, ConfigError};
 use crate::limits::*;
@@ -70,12 +70,24 @@ impl Origins {
     }
 }
 
-/// Whether something (a file, a socket, a dangling link) is at `path`.
-pub(crate) type Exists = fn(&Path) -> bool;
+pub(crate) use crate::occupant::{probe_path, Occupant, Probe, Want};
 
-/// The real [`Exists`]: looks at the file system, following no links.
-pub(crate) fn path_exists(path: &Path) -> bool {
-    path.symlink_metadata().is_ok()
+/// The error for an existing `path` that should become a `what` ("socket path", "pidfile"):
+/// who holds it, and the advice to remove it only when that is safe.
+fn occupied(key: String, what: &str, path: &Path, occupant: Occupant) -> Result<(), ConfigError> {
+    let p = quote(&path.to_string_lossy());
+    let why = match occupant {
+        Occupant::Nothing => return Ok(()),
+        Occupant::InUse(Some(pid)) => format!("{what} {p} is in use by running process {pid}"),
+        Occupant::InUse(None) => format!("{what} {p} is in use by a running process"),
+        Occupant::Stale(reason) => format!(
+            "{what} {p} already exists, left over from a process that is gone ({reason}): remove it first"
+        ),
+        Occupant::Other(reason) => {
+            format!("{what} {p} already exists and {reason} (choose another path)")
+        }
+    };
+    Err(ConfigError::invalid(key, why))
 }
 
 /// `100 MiB`, `2 GiB` or `134213632 bytes`: the largest exact unit.
@@ -105,6 +117,36 @@ pub(crate) fn check_vcpus(n: u64, origin: &Origin) -> Result<u8, ConfigError> {
             format!("vCPU count {n} is too large"),
         )
     })
+}
+
+/// The topology rules: its levels multiply to the vCPU count, and its APIC ids fit the xAPIC
+/// id space beside the IOAPIC.
+fn check_topology(m: &MachineConfig, origin: &Origin) -> Result<(), ConfigError> {
+    let Some(t) = m.topology else {
+        return Ok(());
+    };
+    let key = origin.field("vcpu_count");
+    if t.vcpus() != u64::from(m.vcpus) {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "sockets*cores*threads is {}, it must equal the vCPU count {}",
+                t.vcpus(),
+                m.vcpus
+            ),
+        ));
+    }
+    let max = t.max_apic_id();
+    if max > MAX_APIC_ID {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "sockets={},cores={},threads={} needs APIC ids up to {max}, the most is {MAX_APIC_ID} (use power-of-two cores and threads, or fewer vCPUs)",
+                t.sockets, t.cores, t.threads
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The memory size rule.
@@ -156,7 +198,7 @@ fn non_empty_path(path: &Path, key: String, what: &str) -> Result<(), ConfigErro
 }
 
 /// A unix socket this VMM will create: not empty, short enough, not there yet.
-fn check_new_socket(path: &Path, key: String, exists: Exists) -> Result<(), ConfigError> {
+fn check_new_socket(path: &Path, key: String, probe: Probe) -> Result<(), ConfigError> {
     non_empty_path(path, key.clone(), "socket path")?;
     let len = path.as_os_str().len();
     if len > MAX_SOCKET_PATH_LEN {
@@ -165,16 +207,7 @@ fn check_new_socket(path: &Path, key: String, exists: Exists) -> Result<(), Conf
             format!("socket path is {len} bytes long, the limit is {MAX_SOCKET_PATH_LEN}"),
         ));
     }
-    if exists(path) {
-        return Err(ConfigError::invalid(
-            key,
-            format!(
-                "socket path {} already exists (remove it first)",
-                quote(&path.to_string_lossy())
-            ),
-        ));
-    }
-    Ok(())
+    occupied(key, "socket path", path, probe(path, Want::Socket))
 }
 
 fn check_boot(boot: &BootSource, o: &Origins) -> Result<(), ConfigError> {
@@ -201,6 +234,8 @@ fn check_drives(drives: &[DriveConfig], o: &Origins) -> Result<(), ConfigError> 
         ));
     }
     let mut seen = HashSet::new();
+    // One image, one drive: the same file twice (by any name) would have two writers.
+    let mut images: Vec<(PathBuf, &str)> = Vec::new();
     for (i, d) in drives.iter().enumerate() {
         let origin = o.drive(i);
         non_empty(&d.id, origin.field("drive_id"), "drive id")?;
@@ -222,6 +257,18 @@ fn check_drives(drives: &[DriveConfig], o: &Origins) -> Result<(), ConfigError> 
                 format!("duplicate drive id {}", quote(&d.id)),
             ));
         }
+        let key = std::fs::canonicalize(&d.path).unwrap_or_else(|_| d.path.clone());
+        if let Some((_, first)) = images.iter().find(|(k, _)| *k == key) {
+            return Err(ConfigError::invalid(
+                origin.field("path_on_host"),
+                format!(
+                    "image {} is already used by drive {} (a disk image can back one drive only)",
+                    quote(&d.path.to_string_lossy()),
+                    quote(first)
+                ),
+            ));
+        }
+        images.push((key, d.id.as_str()));
     }
     Ok(())
 }
@@ -266,10 +313,10 @@ fn check_nets(nets: &[NetConfig], o: &Origins) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_other_devices(cfg: &VmConfig, o: &Origins, exists: Exists) -> Result<(), ConfigError> {
+fn check_other_devices(cfg: &VmConfig, o: &Origins, probe: Probe) -> Result<(), ConfigError> {
     if let Some(c) = &cfg.console {
         non_empty(&c.id, o.console.field("console_id"), "console id")?;
-        check_new_socket(&c.socket_path, o.console.field("socket_path"), exists)?;
+        check_new_socket(&c.socket_path, o.console.field("socket_path"), probe)?;
     }
     if let Some(v) = &cfg.vsock {
         non_empty(&v.id, o.vsock.field("vsock_id"), "vsock id")?;
@@ -295,12 +342,12 @@ fn check_other_devices(cfg: &VmConfig, o: &Origins, exists: Exists) -> Result<()
     Ok(())
 }
 
-fn check_qmp(cfg: &VmConfig, o: &Origins, exists: Exists) -> Result<(), ConfigError> {
+fn check_qmp(cfg: &VmConfig, o: &Origins, probe: Probe) -> Result<(), ConfigError> {
     let Some(qmp) = &cfg.qmp else {
         return Ok(());
     };
     let key = o.qmp.name().to_string();
-    check_new_socket(&qmp.path, key.clone(), exists)?;
+    check_new_socket(&qmp.path, key.clone(), probe)?;
     if let Some(c) = &cfg.console {
         if c.socket_path == qmp.path {
             return Err(ConfigError::invalid(
@@ -315,7 +362,7 @@ fn check_qmp(cfg: &VmConfig, o: &Origins, exists: Exists) -> Result<(), ConfigEr
     Ok(())
 }
 
-fn check_process(cfg: &VmConfig, o: &Origins, exists: Exists) -> Result<(), ConfigError> {
+fn check_process(cfg: &VmConfig, o: &Origins, probe: Probe) -> Result<(), ConfigError> {
     let p = &cfg.process;
     if let Some(Some(log)) = &p.log_file {
         non_empty_path(log, o.log_file.name().to_string(), "log file path")?;
@@ -323,15 +370,12 @@ fn check_process(cfg: &VmConfig, o: &Origins, exists: Exists) -> Result<(), Conf
     if let Some(pidfile) = &p.pidfile {
         let key = o.pidfile.name().to_string();
         non_empty_path(pidfile, key.clone(), "pidfile path")?;
-        if exists(pidfile) {
-            return Err(ConfigError::invalid(
-                key,
-                format!(
-                    "pidfile {} already exists (remove it first)",
-                    quote(&pidfile.to_string_lossy())
-                ),
-            ));
-        }
+        occupied(
+            key.clone(),
+            "pidfile",
+            pidfile,
+            probe(pidfile, Want::Pidfile),
+        )?;
         if !p.daemonize {
             return Err(ConfigError::invalid(
                 key,
@@ -380,19 +424,20 @@ impl VmConfig {
     /// command-line options; configurations parsed by this crate are already
     /// validated, with errors naming the option or JSON key actually used.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_with(&Origins::default(), path_exists)
+        self.validate_with(&Origins::default(), probe_path)
     }
 
-    pub(crate) fn validate_with(&self, o: &Origins, exists: Exists) -> Result<(), ConfigError> {
+    pub(crate) fn validate_with(&self, o: &Origins, probe: Probe) -> Result<(), ConfigError> {
         check_name(&self.name, &o.name)?;
         check_vcpus(self.machine.vcpus.into(), &o.vcpus)?;
+        check_topology(&self.machine, &o.vcpus)?;
         check_mem(self.machine.mem_size, &o.mem)?;
         check_boot(&self.boot, o)?;
         check_drives(&self.drives, o)?;
         check_nets(&self.nets, o)?;
-        check_other_devices(self, o, exists)?;
-        check_qmp(self, o, exists)?;
-        check_process(self, o, exists)?;
+        check_other_devices(self, o, probe)?;
+        check_qmp(self, o, probe)?;
+        check_process(self, o, probe)?;
         check_incoming(self, o)
     }
 }

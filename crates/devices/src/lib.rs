@@ -1,7 +1,8 @@
-//! Emulated devices: the I/O and MMIO bus, legacy PC devices and (later) virtio devices.
+//! Emulated devices: the I/O and MMIO bus, legacy PC devices, pvpanic and virtio devices.
 
 pub mod bus;
 pub mod legacy;
+pub mod pvpanic;
 pub mod virtio;
 
 pub use bus::{Bus, BusDevice, BusError};

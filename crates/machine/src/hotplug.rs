@@ -4,7 +4,7 @@
 
 use crate::virtio_slots::{BlockSlots, BLOCK_SLOTS};
 use devices::virtio::block::BlockBackend;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -30,6 +30,10 @@ struct State {
     pending: HashMap<String, PendingNode>,
     /// The device id in each slot.
     ids: [Option<String>; BLOCK_SLOTS],
+    /// Nodes whose disk `device_del` closed: the QEMU-style clean-up `blockdev-del` of one
+    /// succeeds (and forgets it), while the seeds' flow (`device_del` alone, then
+    /// `blockdev-add` of the same node again) works too. The image is closed either way.
+    released: HashSet<String>,
 }
 
 /// Hot-plug bookkeeping over the block slots.
@@ -99,6 +103,7 @@ impl BlockHotplug {
         }
         let backend = BlockBackend::open(filename, read_only, direct)
             .map_err(|e| HotplugError::Invalid(e.to_string()))?;
+        st.released.remove(node_name);
         st.pending.insert(
             node_name.to_string(),
             PendingNode {
@@ -115,6 +120,10 @@ impl BlockHotplug {
         let mut st = self.lock();
         if st.pending.remove(node_name).is_some() {
             log::info!("blockdev-del: node {node_name} closed");
+            return Ok(());
+        }
+        if st.released.remove(node_name) {
+            log::info!("blockdev-del: node {node_name} (already closed by device_del)");
             return Ok(());
         }
         if st.ids.iter().flatten().any(|i| i == node_name) {
@@ -150,8 +159,13 @@ impl BlockHotplug {
             )));
         }
         if !st.pending.contains_key(id) {
+            let why = if st.released.contains(id) {
+                " (device_del closed its image)"
+            } else {
+                ""
+            };
             return Err(HotplugError::Invalid(format!(
-                "no block node '{id}': run blockdev-add with node-name '{id}' first"
+                "no block node '{id}'{why}: run blockdev-add with node-name '{id}' first"
             )));
         }
         let handle = &self.slots.slots[slot];
@@ -182,7 +196,8 @@ impl BlockHotplug {
             .detach()
             .map_err(|e| HotplugError::Invalid(e.to_string()))?;
         st.ids[slot] = None;
-        log::info!("device_del: disk {id} removed from slot {slot}");
+        st.released.insert(id.to_string());
+        log::info!("device_del: disk {id} removed from slot {slot}, its image closed");
         Ok(true)
     }
 }
@@ -286,9 +301,19 @@ mod tests {
         assert_eq!(hp.detach("drive-0"), Ok(true));
         assert!(!hp.slots.slots[1].is_attached());
         assert_eq!(hp.detach("drive-0"), Ok(false));
-        // The image is free again.
+        let e = hp.attach("drive-0", None, 1).unwrap_err();
+        assert!(e.to_string().contains("device_del closed its image"), "{e}");
+        // The seeds' flow: the image is free again, the same node can be added again.
         hp.add_node("drive-0", &img, true, false).unwrap();
         hp.attach("drive-0", None, 1).unwrap();
+        // QEMU's flow: device_del, then blockdev-del of the same node succeeds, once.
+        assert_eq!(hp.detach("drive-0"), Ok(true));
+        hp.del_node("drive-0").unwrap();
+        assert!(matches!(
+            hp.del_node("drive-0"),
+            Err(HotplugError::NotFound(_))
+        ));
+        hp.add_node("drive-0", &img, false, false).unwrap();
         for p in [img, img2] {
             std::fs::remove_file(p).unwrap();
         }

@@ -2,7 +2,9 @@
 
 pub mod boot;
 pub mod cleanup;
+pub mod console_escape;
 pub mod exit;
+pub mod guest_panic;
 pub mod hotplug;
 pub mod layout;
 pub mod legacy;
@@ -15,4 +17,4 @@ pub mod vm;
 
 pub use exit::VmExitReason;
 pub use virtio_slots::BlockSlots;
-pub use vm::{CpuState, EventEmitter, Machine, MachineError, VmHandle};
+pub use vm::{CpuState, EventEmitter, Machine, MachineError, VmHandle, VmRunState};

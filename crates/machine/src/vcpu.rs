@@ -3,6 +3,7 @@
 //! thread out of `KVM_RUN` (through `immediate_exit`, so a kick racing with entry is not lost).
 
 use crate::exit::{ExitNotifier, VmExitReason};
+use devices::pvpanic::{PanicNotifier, PVPANIC_PANICKED};
 use devices::Bus;
 use kvm_bindings::{kvm_run, KVM_MP_STATE_HALTED, KVM_MP_STATE_UNINITIALIZED};
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -155,11 +156,15 @@ pub struct Vcpu {
     pub control: Arc<VcpuControl>,
     pub shared: Arc<VcpuShared>,
     pub exit: Arc<ExitNotifier>,
+    /// Where a crash the guest reports through KVM goes (as pvpanic reports do).
+    pub panic: Arc<PanicNotifier>,
 }
 
 /// What to do after one exit.
 enum Next {
     Continue,
+    /// The guest reported a crash (`KVM_SYSTEM_EVENT_CRASH`); it may run on until paused.
+    Panicked,
     Stop(VmExitReason),
     Fatal(&'static str),
 }
@@ -204,6 +209,7 @@ impl Vcpu {
             };
             match next {
                 Next::Continue => {}
+                Next::Panicked => self.panic.report(PVPANIC_PANICKED),
                 Next::Stop(reason) => {
                     self.exit.notify(reason);
                     break;
@@ -274,6 +280,7 @@ fn handle_exit(exit: VcpuExit, pio: &Bus, mmio: &Bus) -> Next {
         VcpuExit::Shutdown => Next::Stop(VmExitReason::GuestReset),
         VcpuExit::SystemEvent(kind, _) => match kind {
             kvm_bindings::KVM_SYSTEM_EVENT_RESET => Next::Stop(VmExitReason::GuestReset),
+            kvm_bindings::KVM_SYSTEM_EVENT_CRASH => Next::Panicked,
             _ => Next::Stop(VmExitReason::GuestShutdown),
         },
         VcpuExit::InternalError => Next::Fatal("KVM internal error (emulation failure)"),

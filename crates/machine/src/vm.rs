@@ -3,6 +3,7 @@
 
 use crate::boot::{cpuid, kernel, mptable, params, regs};
 use crate::cleanup;
+use crate::console_escape::{self, ConsoleEscape, EscapeCommand};
 use crate::exit::{ExitNotifier, VmExitReason};
 use crate::layout::*;
 use crate::legacy::LegacyDevices;
@@ -11,6 +12,7 @@ use crate::vcpu::{self, Vcpu, VcpuControl, VcpuHandle, VcpuSet, VcpuShared};
 use crate::virtio_slots::BlockSlots;
 use config::VmConfig;
 use devices::bus::lock;
+use devices::pvpanic::{PanicNotifier, PvPanic, PVPANIC_PORT};
 use devices::Bus;
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
@@ -18,8 +20,8 @@ use kvm_bindings::{
 use kvm_ioctls::{Kvm, VmFd};
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use vm_memory::{
     Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
@@ -64,6 +66,7 @@ pub struct Machine {
     vcpus: Vec<Vcpu>,
     control: Arc<VcpuControl>,
     legacy: LegacyDevices,
+    panic: Arc<PanicNotifier>,
     serial_stdio: bool,
     exit: Arc<ExitNotifier>,
     events: Option<EventEmitter>,
@@ -74,6 +77,16 @@ pub struct Machine {
 pub struct VmHandle {
     set: VcpuSet,
     exit: Arc<ExitNotifier>,
+    /// Paused because the guest reported a panic (cleared by `resume`).
+    panicked: AtomicBool,
+}
+
+/// The VM's state as `query-status` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmRunState {
+    Running,
+    Paused,
+    GuestPanicked,
 }
 
 /// One vCPU as `query-cpus` reports it.
@@ -89,6 +102,26 @@ impl VmHandle {
         self.set.control.state() == vcpu::RunState::Running
     }
 
+    pub fn run_state(&self) -> VmRunState {
+        if self.is_running() {
+            VmRunState::Running
+        } else if self.panicked.load(Ordering::Acquire) {
+            VmRunState::GuestPanicked
+        } else {
+            VmRunState::Paused
+        }
+    }
+
+    /// Pauses the VM because the guest panicked. Ok(true) if this paused it, Ok(false) if it
+    /// was paused already (then only the state changes).
+    pub fn pause_for_panic(&self) -> Result<bool, String> {
+        self.panicked.store(true, Ordering::Release);
+        if !self.is_running() {
+            return Ok(false);
+        }
+        self.set.pause().map(|()| true)
+    }
+
     /// Stops every vCPU.
     pub fn pause(&self) -> Result<(), String> {
         self.set.pause()
@@ -99,6 +132,7 @@ impl VmHandle {
         if self.set.control.state() != vcpu::RunState::Paused {
             return Err("the VM is not paused".into());
         }
+        self.panicked.store(false, Ordering::Release);
         self.set.resume();
         Ok(())
     }
@@ -180,6 +214,13 @@ impl Machine {
         let mut pio = Bus::new();
         let legacy = crate::legacy::attach_legacy_devices(&vm, &mut pio, out, start)
             .map_err(MachineError::Device)?;
+        let panic = Arc::new(PanicNotifier::new().map_err(|e| dev_err("pvpanic", &e))?);
+        pio.insert(
+            Arc::new(Mutex::new(PvPanic::new(panic.clone()))),
+            PVPANIC_PORT,
+            1,
+        )
+        .map_err(|e| dev_err("pvpanic", &e))?;
         let mut mmio = Bus::new();
         let (blocks, virtio_cmdline) =
             crate::virtio_slots::create_block_slots(&vm, &mem, &mut mmio, &cfg.drives)
@@ -220,7 +261,12 @@ impl Machine {
             .map_err(boot_err)?;
         mem.write_obj((EBDA_START >> 10) as u16, GuestAddress(0x413))
             .map_err(boot_err)?;
-        let mp = mptable::build(EBDA_START, cfg.machine.vcpus);
+        let topology = cfg.machine.topology();
+        // Validation keeps every APIC id below the IOAPIC's and the broadcast id.
+        let apic_ids: Vec<u8> = (0..u32::from(cfg.machine.vcpus))
+            .map(|i| topology.apic_id(i) as u8)
+            .collect();
+        let mp = mptable::build(EBDA_START, &apic_ids);
         mem.write_slice(&mp, GuestAddress(EBDA_START))
             .map_err(boot_err)?;
         regs::write_boot_tables(&mem).map_err(boot_err)?;
@@ -245,11 +291,16 @@ impl Machine {
         let exit = Arc::new(ExitNotifier::new().map_err(|e| dev_err("exit event", &e))?);
         let mut vcpus = Vec::new();
         for id in 0..cfg.machine.vcpus {
+            // KVM's vCPU id is the in-kernel LAPIC's APIC id.
             let fd = vm
-                .create_vcpu(u64::from(id))
+                .create_vcpu(u64::from(apic_ids[usize::from(id)]))
                 .map_err(kvm_err("create vCPU"))?;
             let mut c = supported.clone();
-            cpuid::filter(&mut c, id, &brand);
+            let identity = cpuid::CpuIdentity {
+                index: u32::from(id),
+                topology,
+            };
+            cpuid::filter(&mut c, identity, &brand);
             fd.set_cpuid2(&c).map_err(kvm_err("set CPUID"))?;
             let n = fd.set_msrs(&msrs).map_err(kvm_err("set MSRs"))?;
             if n != msrs.as_slice().len() {
@@ -279,6 +330,7 @@ impl Machine {
                 control: control.clone(),
                 shared: Arc::new(VcpuShared::default()),
                 exit: exit.clone(),
+                panic: panic.clone(),
             });
         }
         Ok(Machine {
@@ -288,6 +340,7 @@ impl Machine {
             vcpus,
             control,
             legacy,
+            panic,
             serial_stdio,
             exit,
             events: None,
@@ -328,6 +381,7 @@ impl Machine {
                 vcpus: handles,
             },
             exit: self.exit.clone(),
+            panicked: AtomicBool::new(false),
         }))
     }
 
@@ -339,10 +393,14 @@ impl Machine {
         let mut stdin_wanted = true;
         let mut buf = [0u8; 64];
         let rtc_timer = lock(&self.legacy.rtc).timer_fd();
-        log::info!(
-            "VM running (console on {})",
-            if stdin_raw { "a raw terminal" } else { "stdio" }
-        );
+        let mut escape = stdin_raw.then(ConsoleEscape::default);
+        match (self.serial_stdio, stdin_raw) {
+            (false, _) => log::info!("VM running"),
+            (true, false) => log::info!("VM running (serial console on stdin/stdout)"),
+            (true, true) => log::info!(
+                "VM running (serial console on this terminal; Ctrl-A x quits, Ctrl-A h lists the keys)"
+            ),
+        }
         loop {
             let mut fds = [
                 pollfd(self.exit.evt.as_raw_fd()),
@@ -351,6 +409,7 @@ impl Machine {
                 pollfd(sigfd.as_ref().map_or(-1, |f| f.as_raw_fd())),
                 pollfd(if stdin_open && stdin_wanted { 0 } else { -1 }),
                 pollfd(rtc_timer),
+                pollfd(self.panic.evt.as_raw_fd()),
             ];
             // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
@@ -380,6 +439,10 @@ impl Machine {
             if ready(5) {
                 lock(&self.legacy.rtc).on_timer();
             }
+            if ready(6) {
+                let reported = self.panic.take();
+                crate::guest_panic::on_report(&handle, self.events.as_ref(), reported);
+            }
             if ready(4) {
                 let room = lock(&self.legacy.serial).input_capacity().min(buf.len());
                 if room == 0 {
@@ -393,7 +456,19 @@ impl Machine {
                     stdin_open = false;
                     continue;
                 }
-                lock(&self.legacy.serial).enqueue(&buf[..got as usize]);
+                let mut n = got as usize;
+                if let Some(esc) = escape.as_mut() {
+                    let (kept, command) = esc.filter(&mut buf[..n]);
+                    n = kept;
+                    match command {
+                        Some(EscapeCommand::Quit) => self.shutdown(&handle, VmExitReason::HostUi),
+                        Some(EscapeCommand::Help) => {
+                            let _ = std::io::stdout().write_all(console_escape::HELP.as_bytes());
+                        }
+                        None => {}
+                    }
+                }
+                lock(&self.legacy.serial).enqueue(&buf[..n]);
             }
         }
     }
@@ -414,7 +489,11 @@ pub fn shutdown(handle: &VmHandle, events: Option<&EventEmitter>, reason: VmExit
     }
     handle.set.exit();
     let (guest, why) = reason.shutdown_event();
-    log::info!("VM shutting down: {why}");
+    log::info!("VM shutting down: {}", reason.describe());
+    if reason == VmExitReason::HostUi {
+        // What QEMU's console prints, so the user sees why the guest's output stopped.
+        let _ = std::io::stdout().write_all(b"\r\nstratovirt: terminated (Ctrl-A x)\r\n");
+    }
     if let Some(emit) = events {
         emit(
             "SHUTDOWN",

@@ -110,8 +110,8 @@ pub struct QmpServer {
 }
 
 impl QmpServer {
-    /// Create and listen on a unix socket at `path`. A path that already
-    /// exists (a stale socket included) is refused, naming the path.
+    /// Create and listen on a unix socket at `path`, mode 0600. A path that
+    /// already exists (a stale socket included) is refused, naming the path.
     pub fn bind(path: &Path) -> io::Result<Self> {
         if std::fs::symlink_metadata(path).is_ok() {
             return Err(io::Error::new(
@@ -119,7 +119,8 @@ impl QmpServer {
                 format!("QMP socket path {} already exists", path.display()),
             ));
         }
-        let listener = UnixListener::bind(path).map_err(|e| {
+        // 0600 whatever the umask: whoever connects drives the VM.
+        let listener = sandbox::private::bind_private_socket(path).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("failed to create QMP socket {}: {e}", path.display()),

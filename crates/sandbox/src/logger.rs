@@ -1,9 +1,12 @@
-//! The VMM's log: to a file (`-D FILE`, appended) or stderr, one line per record with a UTC
-//! timestamp, level and thread name. The level comes from `STRATOVIRT_LOG_LEVEL` (default info).
+//! The VMM's log: to a file (`-D FILE`, appended, created 0600) or stderr, one line per record
+//! with a UTC timestamp, level and thread name. The level comes from `STRATOVIRT_LOG_LEVEL`;
+//! without it, `info` when `-D` asked for a log and `warn` otherwise, so that a plain run keeps
+//! the terminal to the guest's console (upstream StratoVirt logs nothing without `-D`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
@@ -108,19 +111,37 @@ impl log::Log for Logger {
     }
 }
 
-/// Installs the logger. `file` None logs to stderr.
-pub fn init(file: Option<&Path>) -> Result<(), String> {
-    let level = match std::env::var(LEVEL_ENV) {
-        Ok(v) => parse_level(&v).ok_or_else(|| {
+/// The level without `STRATOVIRT_LOG_LEVEL`: `info` when `-D` was given (with or without a
+/// file), `warn` otherwise.
+pub fn default_level(log_requested: bool) -> log::LevelFilter {
+    if log_requested {
+        log::LevelFilter::Info
+    } else {
+        log::LevelFilter::Warn
+    }
+}
+
+/// The level: `env` (the value of `STRATOVIRT_LOG_LEVEL`, if set) or [`default_level`].
+pub fn choose_level(env: Option<&str>, log_requested: bool) -> Result<log::LevelFilter, String> {
+    match env {
+        Some(v) => parse_level(v).ok_or_else(|| {
             format!("{LEVEL_ENV}={v}: not a log level (off, error, warn, info, debug, trace)")
-        })?,
-        Err(_) => log::LevelFilter::Info,
-    };
+        }),
+        None => Ok(default_level(log_requested)),
+    }
+}
+
+/// Installs the logger. `file` None logs to stderr; `log_requested` is whether `-D` was given.
+pub fn init(file: Option<&Path>, log_requested: bool) -> Result<(), String> {
+    let env = std::env::var(LEVEL_ENV).ok();
+    let level = choose_level(env.as_deref(), log_requested)?;
     let sink = match file {
+        // 0600 whatever the umask: the log names images, sockets and guest details.
         Some(p) => Sink::File(
             OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(p)
                 .map_err(|e| format!("-D: cannot open log file {}: {e}", p.display()))?,
         ),
@@ -170,5 +191,16 @@ mod tests {
         assert_eq!(parse_level("debug"), Some(log::LevelFilter::Debug));
         assert_eq!(parse_level("INFO"), Some(log::LevelFilter::Info));
         assert_eq!(parse_level("loud"), None);
+    }
+
+    #[test]
+    fn quiet_unless_asked() {
+        use log::LevelFilter::*;
+        assert_eq!(choose_level(None, false), Ok(Warn));
+        assert_eq!(choose_level(None, true), Ok(Info));
+        assert_eq!(choose_level(Some("debug"), false), Ok(Debug));
+        assert_eq!(choose_level(Some("off"), true), Ok(Off));
+        let e = choose_level(Some("loud"), false).unwrap_err();
+        assert!(e.contains("STRATOVIRT_LOG_LEVEL=loud"), "{e}");
     }
 }

@@ -1,9 +1,12 @@
 //! `-pidfile`: the VMM's pid, written atomically (a temporary file in the same directory, then
-//! renamed into place without replacing anything), removed at exit if it is still ours.
+//! renamed into place without replacing anything), removed at exit if it is still ours. The
+//! VMM holds an OFD write lock on it while it runs, so another start can tell a live owner
+//! from a stale file (the lock goes when the process does, however it ends).
 
 use std::ffi::CString;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -14,6 +17,21 @@ pub struct PidFile {
     path: PathBuf,
     dev: u64,
     ino: u64,
+    /// Open for the life of the process: its lock says the pid is live.
+    _lock: File,
+}
+
+/// Takes the write lock that marks the pidfile live.
+fn lock(f: &File) -> io::Result<()> {
+    // SAFETY: flock is plain data; zeroed means SEEK_SET, the whole file.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    // SAFETY: F_OFD_SETLK reads the flock we pass; `f` is open for the call.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &fl) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn cstr(p: &Path) -> io::Result<CString> {
@@ -66,12 +84,17 @@ impl PidFile {
                 .open(&tmp)?;
             writeln!(f, "{pid}")?;
             f.sync_all()?;
+            if let Err(e) = lock(&f) {
+                // A file system without locks: the pid alone tells a live owner.
+                log::warn!("cannot lock pidfile {}: {e}", path.display());
+            }
             let meta = f.metadata()?;
             rename_noreplace(&tmp, path)?;
             Ok(PidFile {
                 path: path.to_path_buf(),
                 dev: meta.dev(),
                 ino: meta.ino(),
+                _lock: f,
             })
         })();
         if result.is_err() {
@@ -79,7 +102,7 @@ impl PidFile {
         }
         result.map_err(|e: io::Error| {
             let why = if e.kind() == io::ErrorKind::AlreadyExists {
-                "it already exists (remove it first)".to_string()
+                "it already exists".to_string()
             } else {
                 e.to_string()
             };
@@ -134,6 +157,28 @@ mod tests {
         assert_eq!(left.len(), 1, "no temporary file is left behind");
         f.remove();
         assert!(!p.exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_pidfile_is_locked_while_its_writer_lives() {
+        let d = scratch("lock");
+        let p = d.join("vm.pid");
+        let f = PidFile::create(&p).unwrap();
+        let other = File::open(&p).unwrap();
+        // SAFETY: flock is plain data; zeroed means SEEK_SET, the whole file.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as libc::c_short;
+        // SAFETY: F_OFD_GETLK writes into `fl`; `other` is open.
+        let r = unsafe { libc::fcntl(other.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
+        assert_eq!(r, 0);
+        assert_eq!(
+            fl.l_type,
+            libc::F_WRLCK as libc::c_short,
+            "held by the writer"
+        );
+        f.remove();
+        drop(f);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

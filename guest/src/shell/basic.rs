@@ -1,8 +1,8 @@
-//! General commands: help, info, ticks, irqs, boot.
+//! General commands: help, info, ticks, irqs, boot, cpuid.
 
 use super::{commands, Args, CmdError, Command};
 use crate::virtio_mmio::{self, Probe};
-use crate::{interrupts, ioapic, phys, serial, smp, system};
+use crate::{cpu, interrupts, ioapic, phys, serial, smp, system};
 use testkernel::e820;
 
 /// The commands of this group.
@@ -36,6 +36,12 @@ pub const COMMANDS: &[Command] = &[
         usage: "boot",
         help: "boot details: protocol, e820 map, paging, CPU tables, I/O APICs",
         run: boot,
+    },
+    Command {
+        name: "cpuid",
+        usage: "cpuid <leaf> [subleaf]",
+        help: "CPUID as the boot CPU sees it: eax ebx ecx edx",
+        run: cpuid,
     },
 ];
 
@@ -93,6 +99,24 @@ fn info(_: &Args) -> Result<(), CmdError> {
             }
         }
         serial::puts("\n");
+    }
+    Ok(())
+}
+
+fn cpuid(args: &Args) -> Result<(), CmdError> {
+    let leaf = args.number(0, "usage: cpuid <leaf> [subleaf]")?;
+    let sub = match args.get(1) {
+        Some(_) => args.number(1, "subleaf is not a number")?,
+        None => 0,
+    };
+    if leaf > u64::from(u32::MAX) || sub > u64::from(u32::MAX) {
+        return Err(CmdError::msg("leaf and subleaf are 32-bit"));
+    }
+    let (a, b, c, d) = cpu::cpuid_count(leaf as u32, sub as u32);
+    for (name, v) in [("eax=", a), ("ebx=", b), ("ecx=", c), ("edx=", d)] {
+        serial::puts(name);
+        serial::hex(u64::from(v));
+        serial::puts(if name == "edx=" { "\n" } else { " " });
     }
     Ok(())
 }

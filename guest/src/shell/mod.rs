@@ -177,6 +177,12 @@ impl LineEditor {
                 }
                 Key::Pending
             }
+            // Other control keys are echoed in caret notation (^A for 0x01) and not kept,
+            // so a console user (and a test) sees what arrived.
+            0x00..=0x1f => {
+                serial::write(&[b'^', b + 0x40]);
+                Key::Pending
+            }
             _ => Key::Pending,
         }
     }

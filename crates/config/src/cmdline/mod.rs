@@ -14,12 +14,13 @@ use crate::error::{quote, ConfigError};
 use crate::json::{self, Reader};
 use crate::model::VmConfig;
 use crate::origin::Origin;
-use crate::validate::{path_exists, Exists};
+use crate::topology::CpuTopology;
+use crate::validate::{probe_path, Probe};
 use devices::{server_flags, Devices};
-use options::{lookup, Arity, Spec};
+use options::{lookup, suggest, Arity, Spec};
 use suboptions::{parse_u64, First, SubOpts};
 
-pub use options::{usage, version};
+pub use options::{short_usage, usage, version};
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,13 +53,13 @@ pub fn parse_env() -> Result<Action, ConfigError> {
 
 /// How parsing looks at the host: tests substitute both.
 pub(crate) struct Host {
-    pub exists: Exists,
+    pub probe: Probe,
     pub read: Reader,
 }
 
 impl Host {
     pub(crate) const REAL: Host = Host {
-        exists: path_exists,
+        probe: probe_path,
         read: read_file,
     };
 }
@@ -105,7 +106,10 @@ fn tokenize(args: &[String]) -> Result<Tokens, ConfigError> {
             return Err(ConfigError::UnexpectedArgument(quote(arg)));
         }
         let Some((spec, inline)) = lookup(arg) else {
-            return Err(ConfigError::UnknownOption(arg.clone()));
+            return Err(ConfigError::UnknownOption {
+                arg: arg.clone(),
+                suggestion: suggest(arg),
+            });
         };
         let spelling = match arg.split_once('=') {
             Some((name, _)) if inline.is_some() => name.to_string(),
@@ -171,8 +175,11 @@ fn tokenize(args: &[String]) -> Result<Tokens, ConfigError> {
     Ok(Tokens::Options(out))
 }
 
-/// `-smp N` or `-smp [cpus=]N[,maxcpus=N][,sockets=S][,dies=D][,clusters=C][,cores=C][,threads=T]`.
-fn parse_smp(opt: &str, value: &str) -> Result<u64, ConfigError> {
+/// `-smp N` or `-smp [cpus=]N[,maxcpus=N][,sockets=S][,dies=1][,clusters=1][,cores=C][,threads=T]`:
+/// the vCPU count and, when any level is given, the topology. Missing levels are filled in as
+/// QEMU does on x86 (threads 1, then sockets before cores); the levels must multiply to the
+/// count.
+fn parse_smp(opt: &str, value: &str) -> Result<(u64, Option<CpuTopology>), ConfigError> {
     let mut s = SubOpts::parse(opt, value, First::Auto);
     let positional = match s.positional() {
         Some(p) => Some(parse_u64(opt, "vCPU count", &p)?),
@@ -188,20 +195,35 @@ fn parse_smp(opt: &str, value: &str) -> Result<u64, ConfigError> {
         (a, b) => a.or(b),
     };
     let maxcpus = s.take_u64("maxcpus")?;
-    let mut topology = Vec::new();
-    for key in ["sockets", "dies", "clusters", "cores", "threads"] {
-        if let Some(n) = s.take_u64(key)? {
-            topology.push(n);
+    let sockets = s.take_u64("sockets")?;
+    for key in ["dies", "clusters"] {
+        if let Some(n) = s.take_u64(key)?.filter(|&n| n != 1) {
+            return Err(ConfigError::invalid(
+                opt,
+                format!("{key}={n} is not supported (a microvm has sockets, cores and threads)"),
+            ));
         }
     }
+    let cores = s.take_u64("cores")?;
+    let threads = s.take_u64("threads")?;
     s.finish()?;
-    let product = if topology.is_empty() {
-        None
-    } else {
-        let p = topology.iter().try_fold(1u64, |acc, &n| acc.checked_mul(n));
-        Some(p.ok_or_else(|| ConfigError::invalid(opt, "topology is too large"))?)
-    };
-    let Some(cpus) = cpus.or(maxcpus).or(product) else {
+    for (key, n) in [("sockets", sockets), ("cores", cores), ("threads", threads)] {
+        if n == Some(0) {
+            return Err(ConfigError::invalid(
+                opt,
+                format!("{key}=0: every level needs at least one"),
+            ));
+        }
+    }
+    let given = sockets.is_some() || cores.is_some() || threads.is_some();
+    let Some(cpus) = cpus.or(maxcpus).or_else(|| {
+        given.then(|| {
+            sockets
+                .unwrap_or(1)
+                .saturating_mul(cores.unwrap_or(1))
+                .saturating_mul(threads.unwrap_or(1))
+        })
+    }) else {
         return Err(ConfigError::MissingValue(opt.to_string()));
     };
     if let Some(max) = maxcpus {
@@ -212,15 +234,46 @@ fn parse_smp(opt: &str, value: &str) -> Result<u64, ConfigError> {
             ));
         }
     }
-    if let Some(p) = product {
-        if p != cpus {
-            return Err(ConfigError::invalid(
-                opt,
-                format!("sockets*dies*clusters*cores*threads is {p}, it must equal the vCPU count {cpus}"),
-            ));
-        }
+    if !given {
+        return Ok((cpus, None));
     }
-    Ok(cpus)
+    let threads = threads.unwrap_or(1);
+    // The one level not given: the count divided by the others, which must divide it.
+    let fill = |known: u64, what: &str| {
+        if known != 0 && cpus % known == 0 {
+            Ok(cpus / known)
+        } else {
+            Err(ConfigError::invalid(
+                opt,
+                format!("the vCPU count {cpus} is not a multiple of {what} = {known}"),
+            ))
+        }
+    };
+    let (sockets, cores) = match (sockets, cores) {
+        (Some(s), Some(c)) => (s, c),
+        (None, c) => {
+            let c = c.unwrap_or(1);
+            (fill(c.saturating_mul(threads), "cores*threads")?, c)
+        }
+        (Some(s), None) => (s, fill(s.saturating_mul(threads), "sockets*threads")?),
+    };
+    let product = sockets.saturating_mul(cores).saturating_mul(threads);
+    if product != cpus {
+        return Err(ConfigError::invalid(
+            opt,
+            format!("sockets*cores*threads is {product}, it must equal the vCPU count {cpus}"),
+        ));
+    }
+    let narrow =
+        |n: u64| u32::try_from(n).map_err(|_| ConfigError::invalid(opt, "topology is too large"));
+    Ok((
+        cpus,
+        Some(CpuTopology {
+            sockets: narrow(sockets)?,
+            cores: narrow(cores)?,
+            threads: narrow(threads)?,
+        }),
+    ))
 }
 
 /// `-machine [type=]microvm[,dump-guest-core=on|off][,accel=kvm]`: the
@@ -291,7 +344,11 @@ fn apply(given: &[Given], b: &mut Builder) -> Result<(), ConfigError> {
             "kernel" => b.kernel = Some((v.into(), o)),
             "append" => b.append = Some((v.to_string(), o)),
             "initrd" => b.initrd = Some((v.into(), o)),
-            "smp" => b.vcpus = Some((parse_smp(opt, v)?, o)),
+            "smp" => {
+                let (cpus, topology) = parse_smp(opt, v)?;
+                b.vcpus = Some((cpus, o.clone()));
+                b.topology = topology.map(|t| (t, o));
+            }
             "m" => b.mem = Some((size::parse_mem_option(opt, v)?, o)),
             "drive" => devices.drive(opt, v)?,
             "netdev" => devices.netdev(opt, v)?,
@@ -352,7 +409,7 @@ pub(crate) fn parse_with(args: &[String], host: &Host) -> Result<Action, ConfigE
         None => Builder::default(),
     };
     apply(&given, &mut b)?;
-    Ok(Action::Run(Box::new(b.build(host.exists)?)))
+    Ok(Action::Run(Box::new(b.build(host.probe)?)))
 }
 
 #[cfg(test)]

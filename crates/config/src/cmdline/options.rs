@@ -53,47 +53,109 @@ const fn repeated(name: &'static str, arg: &'static str, help: &'static str) -> 
 
 use Arity::*;
 
+/// An option's help marked as refused by this build ("not supported yet": the option parses,
+/// the VM does not start).
+macro_rules! concat_help {
+    ($text:literal) => {
+        concat!($text, " (not supported yet)")
+    };
+}
+
 pub(crate) const OPTIONS: &[Spec] = &[
     spec("name", Value, "NAME", "VM name, 1 to 255 characters (default: StratoVirt)"),
-    spec("kernel", Value, "/path/to/vmlinux.bin", "kernel image (required)"),
+    spec("kernel", Value, "/path/to/vmlinux.bin", "kernel image: raw vmlinux.bin, ELF vmlinux or bzImage (required)"),
     spec("append", Words, "CMDLINE", "kernel command line, e.g. \"console=ttyS0 root=/dev/vda reboot=k panic=1\""),
     spec("initrd", Value, "/path/to/initrd.img", "initrd image"),
-    spec("smp", Value, "[cpus=]N", "number of vCPUs, 1..=254 (default: 1)"),
-    spec("m", Value, "SIZE", "memory, 128MiB..=512GiB: MiB (1024), bytes (134217728) or with a K/M/G suffix (512M, 2G); default 256M"),
-    repeated("drive", "id=ID,file=PATH[,readonly=on|off][,direct=on|off][,serial=SERIAL]", "virtio-blk disk backend (at most 6 disks; vda is the first)"),
-    repeated("netdev", "tap,id=ID,ifname=TAP[,mac=MAC] | id=ID,netdev=TAP[,mac=MAC]", "virtio-net NIC on a host tap device (at most 2 NICs)"),
-    repeated("chardev", "socket,id=ID,path=SOCKET,server,nowait | id=ID,path=SOCKET", "virtio-console on a unix socket (must not exist yet)"),
-    repeated("device", "DRIVER[,KEY=VALUE...]", "virtio-blk-device,drive=ID | virtio-net-device,netdev=ID[,mac=MAC] | virtconsole,chardev=ID | virtio-serial-device | vhost-vsock-device,id=ID,guest-cid=N (or vsock,...)"),
-    spec("qmp", Value, "unix:PATH,server,nowait", "QMP socket (must not exist yet)"),
+    spec("smp", Value, "[cpus=]N[,sockets=S][,cores=C][,threads=T]", "number of vCPUs, 1..=254 (default: 1), and their topology (default: one vCPU per socket)"),
+    spec("m", Value, "SIZE", "memory, 128MiB..=512GiB: MiB (1024), bytes (134217728) or with a K/M/G/T suffix (512M, 1.5G, 2G); default 256M"),
+    repeated("drive", "id=ID,file=PATH[,readonly=on|off][,direct=on|off][,serial=SERIAL]", "virtio-blk disk backend (at most 6 disks; vda is the first; each image once, locked while in use)"),
+    repeated("netdev", "tap,id=ID,ifname=TAP[,mac=MAC] | id=ID,netdev=TAP[,mac=MAC]", concat_help!("virtio-net NIC on a host tap device (at most 2 NICs)")),
+    repeated("chardev", "socket,id=ID,path=SOCKET,server,nowait | id=ID,path=SOCKET", concat_help!("virtio-console on a unix socket (must not exist yet)")),
+    repeated("device", "DRIVER[,KEY=VALUE...]", "virtio-blk-device,drive=ID | virtio-net-device,netdev=ID[,mac=MAC] | virtconsole,chardev=ID | virtio-serial-device | vhost-vsock-device,id=ID,guest-cid=N (or vsock,...); all but virtio-blk-device are not supported yet"),
+    spec("qmp", Value, "unix:PATH,server,nowait", "QMP socket, created 0600 (must not exist yet)"),
     spec("api-channel", Value, "unix:PATH", "QMP socket, older spelling of -qmp"),
-    spec("serial", Value, "stdio", "serial port (ttyS0) on this terminal"),
-    spec("D", Optional, "[FILE]", "write the log to FILE (to stderr without one)"),
+    spec("serial", Value, "stdio", "serial port (ttyS0) on this terminal; on a terminal, Ctrl-A x quits, Ctrl-A Ctrl-A sends Ctrl-A, Ctrl-A h lists the keys"),
+    spec("D", Optional, "[FILE]", "log at info level to FILE (created 0600, appended) or, without FILE, to stderr; without -D only warnings and errors go to stderr"),
     spec("pidfile", Value, "FILE", "write the process id to FILE (with -daemonize; must not exist yet)"),
     spec("daemonize", Flag, "", "run in the background (needs -pidfile)"),
     spec("disable-seccomp", Flag, "", "turn off seccomp filtering (on by default)"),
     spec("omit_vm_memory", Flag, "", "leave guest memory out of core dumps"),
     spec("config", Value, "FILE.json", "read the VM configuration from a JSON file (other options override it)"),
     spec("machine", Value, "[type=]microvm[,dump-guest-core=on|off]", "machine type (only microvm)"),
-    spec("incoming", Value, "file:/abs/dir", "start from a snapshot directory"),
+    spec("incoming", Value, "file:/abs/dir", concat_help!("start from a snapshot directory")),
     spec("h", Help, "", "print this help"),
     spec("help", Help, "", "print this help"),
     spec("V", Version, "", "print the version"),
     spec("version", Version, "", "print the version"),
 ];
 
-/// The option an argument names, and a value glued to it (`--m=512`).
+/// The option an argument names, and a value glued to it (`--m=512`, `-m=512`).
 /// Single-dash and double-dash spellings are the same option.
 pub(crate) fn lookup(arg: &str) -> Option<(&'static Spec, Option<String>)> {
-    let (name, inline) = if let Some(rest) = arg.strip_prefix("--") {
-        match rest.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (rest, None),
-        }
-    } else {
-        (arg.strip_prefix('-')?, None)
+    let rest = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'))?;
+    let (name, inline) = match rest.split_once('=') {
+        Some((n, v)) => (n, Some(v.to_string())),
+        None => (rest, None),
     };
     let spec = OPTIONS.iter().find(|s| s.name == name)?;
     Some((spec, inline))
+}
+
+/// Optimal string alignment distance (Levenshtein plus adjacent transpositions).
+fn edit_distance(a: &[u8], b: &[u8]) -> usize {
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The known option nearest to an unknown `arg` (`-kernal` → `-kernel`), spelled with the
+/// same dashes, when it is close enough to be a typo.
+pub(crate) fn suggest(arg: &str) -> Option<String> {
+    let (dashes, rest) = match arg.strip_prefix("--") {
+        Some(r) => ("--", r),
+        None => ("-", arg.strip_prefix('-')?),
+    };
+    let name = rest
+        .split_once('=')
+        .map_or(rest, |(n, _)| n)
+        .to_ascii_lowercase();
+    let (best, d) = OPTIONS
+        .iter()
+        .map(|s| {
+            (
+                s.name,
+                edit_distance(name.as_bytes(), s.name.to_ascii_lowercase().as_bytes()),
+            )
+        })
+        .min_by_key(|&(_, d)| d)?;
+    // At most two edits, and no more than a third of the word: `-x` suggests nothing.
+    (d <= 2 && d * 3 <= name.len().max(best.len()) && name.len() >= 2)
+        .then(|| format!("{dashes}{best}"))
+}
+
+/// One line for a user who typed nothing: the minimum command and where the rest is.
+pub fn short_usage() -> String {
+    "Usage: stratovirt -kernel /path/to/vmlinux.bin [-append CMDLINE] [-smp N] [-m SIZE] \
+     [-drive id=ID,file=PATH] [-qmp unix:PATH,server,nowait] [-serial stdio] \
+     (stratovirt -help lists every option)"
+        .to_string()
 }
 
 /// The usage text: every option with its value and what it does (no
@@ -102,7 +164,7 @@ pub fn usage() -> String {
     let mut out = String::from(
         "Usage: stratovirt [OPTION]...\n\
          A lightweight virtual machine monitor for Linux/KVM (StratoVirt microVM).\n\
-         Options start with one dash or two (-smp 2, --smp 2).\n\n\
+         Options start with one dash or two; the value follows a space or '=' (-smp 2, --smp=2).\n\n\
          Options:\n",
     );
     let mut seen_help = false;
@@ -120,7 +182,12 @@ pub fn usage() -> String {
     }
     out.push_str(
         "\nOr: stratovirt -config vm.json -qmp unix:/path/to/socket,server,nowait \
-         [-D [FILE]] [-pidfile FILE -daemonize] [-disable-seccomp]",
+         [-D [FILE]] [-pidfile FILE -daemonize] [-disable-seccomp]\n\n\
+         Environment:\n  STRATOVIRT_LOG_LEVEL=off|error|warn|info|debug|trace\n        \
+         the log level (default: info with -D, warn without)\n\n\
+         Not supported yet: virtio-net, virtio-console, vsock, balloon, snapshots (-incoming, migrate); \
+         vCPU hot-plug; machine types other than microvm; serial backends other than stdio; \
+         hosts other than x86_64.",
     );
     out
 }
@@ -140,7 +207,8 @@ mod tests {
         assert_eq!(lookup("--smp").unwrap().0.name, "smp");
         let (s, v) = lookup("--m=512M").unwrap();
         assert_eq!((s.name, v.as_deref()), ("m", Some("512M")));
-        assert!(lookup("-m=512M").is_none());
+        let (s, v) = lookup("-kernel=/k=1").unwrap();
+        assert_eq!((s.name, v.as_deref()), ("kernel", Some("/k=1")));
         assert!(lookup("smp").is_none());
         assert!(lookup("-").is_none());
         assert!(lookup("--").is_none());
@@ -190,6 +258,42 @@ mod tests {
             format!("StratoVirt {}", env!("CARGO_PKG_VERSION"))
         );
         assert!(!version().contains('\n'));
+    }
+
+    #[test]
+    fn typos_get_the_nearest_option() {
+        assert_eq!(suggest("-kernal").as_deref(), Some("-kernel"));
+        assert_eq!(suggest("--kernal=/k").as_deref(), Some("--kernel"));
+        assert_eq!(suggest("-qpm").as_deref(), Some("-qmp"));
+        assert_eq!(suggest("-daemonise").as_deref(), Some("-daemonize"));
+        assert_eq!(
+            suggest("-disable_seccomp").as_deref(),
+            Some("-disable-seccomp")
+        );
+        assert_eq!(suggest("-Kernel").as_deref(), Some("-kernel"));
+        assert_eq!(suggest("-pidfle").as_deref(), Some("-pidfile"));
+        assert_eq!(suggest("-x"), None);
+        assert_eq!(suggest("-bogus"), None);
+        assert_eq!(suggest("-nographic"), None);
+    }
+
+    #[test]
+    fn help_marks_what_is_not_supported_yet() {
+        let u = usage();
+        for name in ["-netdev", "-chardev", "-incoming"] {
+            let line = u
+                .lines()
+                .skip_while(|l| !l.starts_with(&format!("  {name} ")))
+                .nth(1);
+            assert!(
+                line.unwrap().ends_with(" (not supported yet)"),
+                "{name}: {line:?}"
+            );
+        }
+        assert!(u.contains("STRATOVIRT_LOG_LEVEL"));
+        assert!(u.contains("Ctrl-A x"));
+        assert!(u.contains("K/M/G/T"));
+        assert!(!short_usage().contains('\n'));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `-m` sizes: `1024` (MiB), `134217728` (bytes), `512M`, `2G`, `512MiB`,
+//! `-m` sizes: `1024` (MiB), `134217728` (bytes), `512M`, `1.5G`, `2T`, `512MiB`,
 //! `size=512M`.
 
 use super::suboptions::{First, SubOpts};
@@ -25,26 +25,41 @@ pub(crate) fn parse_mem_option(option: &str, value: &str) -> Result<u64, ConfigE
     parse_mem_size(option, &size)
 }
 
-/// One size. A bare number is MiB as in QEMU (`-m 1024`), unless it is only
-/// valid as bytes (`-m 134217728`): the two valid ranges do not overlap.
-/// With a suffix the range is left to validation.
+/// One size: decimal digits, an optional fraction and an optional unit suffix, as QEMU takes
+/// them (`512M`, `1.5G`, `2T`). A bare number is MiB as in QEMU (`-m 1024`), unless it is
+/// only valid as bytes (`-m 134217728`): the two valid ranges do not overlap. With a suffix the
+/// range is left to validation. Hexadecimal is refused with its own reason: QEMU would read
+/// `-m 0x10000000` as that many MiB, which is never what was meant.
 pub(crate) fn parse_mem_size(option: &str, s: &str) -> Result<u64, ConfigError> {
-    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, suffix) = s.split_at(digits_end);
-    if digits.is_empty() {
+    if s.len() > 2 && (s.starts_with("0x") || s.starts_with("0X")) {
         return Err(ConfigError::invalid(
             option,
             format!(
-                "{} is not a memory size (examples: 1024, 512M, 2G)",
+                "{} is hexadecimal, which memory sizes do not accept (write it in decimal, e.g. 256M or 268435456)",
+                quote(s)
+            ),
+        ));
+    }
+    let int_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (int, rest) = s.split_at(int_end);
+    let (frac, suffix) = match rest.strip_prefix('.') {
+        Some(r) => r.split_at(r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len())),
+        None => ("", rest),
+    };
+    if int.is_empty() || (rest.starts_with('.') && frac.is_empty()) {
+        return Err(ConfigError::invalid(
+            option,
+            format!(
+                "{} is not a memory size (examples: 1024, 512M, 1.5G, 2G)",
                 quote(s)
             ),
         ));
     }
     let too_large =
         || ConfigError::invalid(option, format!("memory size {} is too large", quote(s)));
-    let n: u64 = digits.parse().map_err(|_| too_large())?;
     let unit: u64 = match suffix.to_ascii_lowercase().as_str() {
-        "" => return bare_number(option, n),
+        "" if frac.is_empty() => return bare_number(option, int.parse().map_err(|_| too_large())?),
+        "" => MIB,
         "b" => 1,
         "k" | "kib" => 1 << 10,
         "m" | "mib" => 1 << 20,
@@ -54,13 +69,26 @@ pub(crate) fn parse_mem_size(option: &str, s: &str) -> Result<u64, ConfigError> 
             return Err(ConfigError::invalid(
                 option,
                 format!(
-                    "{} has an unknown size suffix (use K, M, G or KiB, MiB, GiB)",
+                    "{} has an unknown size suffix (use K, M, G, T or KiB, MiB, GiB, TiB)",
                     quote(s)
                 ),
             ))
         }
     };
-    n.checked_mul(unit).ok_or_else(too_large)
+    // Exact arithmetic: `int.frac` times the unit must be a whole number of bytes.
+    let digits = format!("{int}{frac}");
+    let scaled: u128 = digits.parse().map_err(|_| too_large())?;
+    let scale = 10u128
+        .checked_pow(frac.len() as u32)
+        .ok_or_else(too_large)?;
+    let bytes = scaled.checked_mul(u128::from(unit)).ok_or_else(too_large)?;
+    if bytes % scale != 0 {
+        return Err(ConfigError::invalid(
+            option,
+            format!("memory size {} is not a whole number of bytes", quote(s)),
+        ));
+    }
+    u64::try_from(bytes / scale).map_err(|_| too_large())
 }
 
 fn bare_number(option: &str, n: u64) -> Result<u64, ConfigError> {
@@ -136,6 +164,36 @@ mod tests {
     }
 
     #[test]
+    fn fractions_as_qemu_takes_them() {
+        assert_eq!(mem("1.5G"), Ok(1536 << 20));
+        assert_eq!(mem("0.5T"), Ok(512 << 30));
+        assert_eq!(mem("1.25GiB"), Ok(1280 << 20));
+        assert_eq!(mem("1024.0M"), Ok(1 << 30));
+        assert_eq!(
+            mem("512.5"),
+            Ok((512 << 20) + (512 << 10)),
+            "a bare fraction is MiB"
+        );
+        assert_eq!(
+            mem("1.0000001K"),
+            Err("-m: memory size `1.0000001K` is not a whole number of bytes".into())
+        );
+        assert!(mem("1.99999999999999999999999999999999999999999G")
+            .unwrap_err()
+            .contains("too large"));
+    }
+
+    #[test]
+    fn hexadecimal_is_refused_with_its_reason() {
+        for s in ["0x10000000", "0X8000000", "0x400M"] {
+            let e = mem(s).unwrap_err();
+            assert!(e.contains("is hexadecimal"), "{e}");
+            assert!(e.contains("256M"), "{e}");
+        }
+        assert!(mem("0x").unwrap_err().contains("unknown size suffix"));
+    }
+
+    #[test]
     fn suffixed_values_are_not_range_checked_here() {
         assert_eq!(mem("100M"), Ok(100 << 20));
         assert_eq!(mem("1024G"), Ok(1024 << 30));
@@ -145,14 +203,19 @@ mod tests {
     fn malformed() {
         assert_eq!(
             mem("512X"),
-            Err("-m: `512X` has an unknown size suffix (use K, M, G or KiB, MiB, GiB)".into())
+            Err(
+                "-m: `512X` has an unknown size suffix (use K, M, G, T or KiB, MiB, GiB, TiB)"
+                    .into()
+            )
         );
         assert_eq!(
             mem("abc"),
-            Err("-m: `abc` is not a memory size (examples: 1024, 512M, 2G)".into())
+            Err("-m: `abc` is not a memory size (examples: 1024, 512M, 1.5G, 2G)".into())
         );
         assert!(mem("512 M").unwrap_err().contains("unknown size suffix"));
-        assert!(mem("1.5G").unwrap_err().contains("unknown size suffix"));
+        assert!(mem("1.").unwrap_err().contains("not a memory size"));
+        assert!(mem(".5G").unwrap_err().contains("not a memory size"));
+        assert!(mem("1.5.5G").unwrap_err().contains("unknown size suffix"));
         assert!(mem("-512M").unwrap_err().contains("not a memory size"));
         assert!(mem("99999999999999999999")
             .unwrap_err()

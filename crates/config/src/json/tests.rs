@@ -1,8 +1,8 @@
 use super::*;
 use std::path::Path;
 
-fn nothing_exists(_: &Path) -> bool {
-    false
+fn nothing_exists(_: &Path, _: crate::validate::Want) -> crate::validate::Occupant {
+    crate::validate::Occupant::Nothing
 }
 
 /// Seed 004, "Пример" of the JSON configuration, verbatim.
@@ -55,6 +55,7 @@ pub(crate) fn seed_004_vm() -> VmConfig {
         machine: MachineConfig {
             kind: MachineType::Microvm,
             vcpus: 2,
+            topology: None,
             mem_size: 268435456,
             omit_vm_memory: false,
         },
@@ -375,6 +376,12 @@ fn limits_name_json_keys() {
             r#""drive": [{"drive_id": "r", "path_on_host": "/a"}, {"drive_id": "r", "path_on_host": "/b"}]"#
         )),
         "drive[1].drive_id: duplicate drive id `r`"
+    );
+    assert_eq!(
+        err(&with(
+            r#""drive": [{"drive_id": "r", "path_on_host": "/a"}, {"drive_id": "s", "path_on_host": "/a"}]"#
+        )),
+        "drive[1].path_on_host: image `/a` is already used by drive `r` (a disk image can back one drive only)"
     );
     assert_eq!(
         err(&with(r#""vsock": {"vsock_id": "v", "guest_cid": 2}"#)),

@@ -2,8 +2,8 @@ use super::*;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-fn nothing_exists(_: &Path) -> bool {
-    false
+fn nothing_exists(_: &Path, _: Want) -> Occupant {
+    Occupant::Nothing
 }
 
 fn good() -> VmConfig {
@@ -12,6 +12,7 @@ fn good() -> VmConfig {
         machine: MachineConfig {
             kind: MachineType::Microvm,
             vcpus: 1,
+            topology: None,
             mem_size: DEFAULT_MEM_SIZE,
             omit_vm_memory: false,
         },
@@ -254,30 +255,21 @@ fn parse_real(a: &[&str]) -> Result<crate::Action, String> {
 }
 
 #[test]
-fn existing_qmp_socket_is_refused() {
+fn a_file_at_a_socket_path_is_refused_without_removal_advice() {
     let t = TempPath::create("qmp.sock");
-    let e = parse_real(&[
-        "-kernel",
-        "/k",
-        "-qmp",
-        &format!("unix:{},server,nowait", t.s()),
-    ])
-    .unwrap_err();
-    assert_eq!(
-        e,
-        format!(
-            "-qmp: socket path `{}` already exists (remove it first)",
-            t.s()
-        )
-    );
-    let e = parse_real(&["-kernel", "/k", "-api-channel", &format!("unix:{}", t.s())]).unwrap_err();
-    assert_eq!(
-        e,
-        format!(
-            "-api-channel: socket path `{}` already exists (remove it first)",
-            t.s()
-        )
-    );
+    for (opt, val) in [
+        ("-qmp", format!("unix:{},server,nowait", t.s())),
+        ("-api-channel", format!("unix:{}", t.s())),
+    ] {
+        let e = parse_real(&["-kernel", "/k", opt, &val]).unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "{opt}: socket path `{}` already exists and is not a socket (choose another path)",
+                t.s()
+            )
+        );
+    }
     // Gone: accepted.
     let path = t.s().to_string();
     drop(t);
@@ -285,8 +277,22 @@ fn existing_qmp_socket_is_refused() {
 }
 
 #[test]
-fn existing_console_socket_is_refused() {
-    let t = TempPath::create("console.sock");
+fn a_live_socket_names_its_owner_and_a_stale_one_gets_the_advice() {
+    let t = TempPath::new("live.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&t.0).unwrap();
+    let live = format!(
+        "socket path `{}` is in use by running process {}",
+        t.s(),
+        std::process::id()
+    );
+    let e = parse_real(&[
+        "-kernel",
+        "/k",
+        "-qmp",
+        &format!("unix:{},server,nowait", t.s()),
+    ])
+    .unwrap_err();
+    assert_eq!(e, format!("-qmp: {live}"));
     let e = parse_real(&[
         "-kernel",
         "/k",
@@ -294,10 +300,13 @@ fn existing_console_socket_is_refused() {
         &format!("socket,id=c,path={},server,nowait", t.s()),
     ])
     .unwrap_err();
+    assert_eq!(e, format!("-chardev: {live}"));
+    drop(listener);
+    let e = parse_real(&["-kernel", "/k", "-api-channel", &format!("unix:{}", t.s())]).unwrap_err();
     assert_eq!(
         e,
         format!(
-            "-chardev: socket path `{}` already exists (remove it first)",
+            "-api-channel: socket path `{}` already exists, left over from a process that is gone (nothing listens on it): remove it first",
             t.s()
         )
     );
@@ -308,18 +317,29 @@ fn dangling_symlink_counts_as_existing() {
     let target = TempPath::new("target");
     let link = TempPath::new("link");
     std::os::unix::fs::symlink(&target.0, &link.0).unwrap();
-    assert!(path_exists(&link.0));
-    assert!(!path_exists(&target.0));
+    assert_ne!(probe_path(&link.0, Want::Socket), Occupant::Nothing);
+    assert_eq!(probe_path(&target.0, Want::Socket), Occupant::Nothing);
 }
 
 #[test]
-fn existing_pidfile_is_refused() {
-    let t = TempPath::create("vm.pid");
+fn existing_pidfile_is_refused_naming_its_process() {
+    let t = TempPath::new("vm.pid");
+    std::fs::write(&t.0, format!("{}\n", std::process::id())).unwrap();
     let e = parse_real(&["-kernel", "/k", "-pidfile", t.s(), "-daemonize"]).unwrap_err();
     assert_eq!(
         e,
         format!(
-            "-pidfile: pidfile `{}` already exists (remove it first)",
+            "-pidfile: pidfile `{}` is in use by running process {}",
+            t.s(),
+            std::process::id()
+        )
+    );
+    std::fs::write(&t.0, "").unwrap();
+    let e = parse_real(&["-kernel", "/k", "-pidfile", t.s(), "-daemonize"]).unwrap_err();
+    assert_eq!(
+        e,
+        format!(
+            "-pidfile: pidfile `{}` already exists, left over from a process that is gone (it holds no process id): remove it first",
             t.s()
         )
     );
@@ -337,4 +357,27 @@ fn config_file_is_read_from_disk() {
         crate::parse_json_config(crate::json::tests::SEED_004_JSON).unwrap(),
         crate::json::tests::seed_004_vm()
     );
+}
+
+#[test]
+fn one_image_backs_one_drive_whatever_its_name() {
+    let dir = std::env::temp_dir().join(format!("sv-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let img = dir.join("disk.img");
+    std::fs::write(&img, b"").unwrap();
+    let other = dir.join(".").join("disk.img");
+    let mut cfg = good();
+    cfg.drives.clear();
+    for (id, path) in [("a", img.clone()), ("b", other)] {
+        cfg.drives.push(DriveConfig {
+            id: id.into(),
+            path,
+            read_only: true,
+            direct: false,
+            serial: None,
+        });
+    }
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("is already used by drive `a`"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,7 +1,9 @@
-//! CPUID for each vCPU: what KVM supports, with the topology of one vCPU per socket (StratoVirt's
-//! default, as `query-cpus` shows: socket-id N, core-id 0, thread-id 0), the APIC ids and the
-//! host's brand string.
+//! CPUID for each vCPU: what KVM supports, with the VM's topology (`-smp
+//! ...,sockets=,cores=,threads=`; by default one vCPU per socket, StratoVirt's microvm
+//! layout), the vCPU's APIC id and the host's brand string. The topology leaves (1, 4, 0xb,
+//! 0x1f, and AMD's 0x80000008 and 0x8000001e) say what the MP table and QMP say.
 
+use config::CpuTopology;
 use kvm_bindings::{kvm_cpuid_entry2, CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 
 const LEAF_FEATURES: u32 = 0x1;
@@ -11,6 +13,8 @@ const LEAF_TOPOLOGY: u32 = 0xb;
 const LEAF_TOPOLOGY_V2: u32 = 0x1f;
 const LEAF_BRAND_FIRST: u32 = 0x8000_0002;
 const LEAF_BRAND_LAST: u32 = 0x8000_0004;
+const LEAF_AMD_SIZES: u32 = 0x8000_0008;
+const LEAF_AMD_TOPOLOGY: u32 = 0x8000_001e;
 
 /// Leaf 1 ECX bit 31: running under a hypervisor.
 pub const ECX_HYPERVISOR: u32 = 1 << 31;
@@ -31,25 +35,82 @@ pub fn host_brand_string() -> [[u32; 4]; 3] {
     out
 }
 
-/// Rewrites the supported CPUID into the one vCPU `cpu_id` sees.
-pub fn filter(cpuid: &mut CpuId, cpu_id: u8, brand: &[[u32; 4]; 3]) {
-    for e in cpuid.as_mut_slice() {
-        patch_entry(e, cpu_id, brand);
+/// One vCPU as CPUID describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuIdentity {
+    /// Its index (QMP's `CPU`).
+    pub index: u32,
+    pub topology: CpuTopology,
+}
+
+impl CpuIdentity {
+    fn apic_id(&self) -> u32 {
+        self.topology.apic_id(self.index)
     }
 }
 
-fn patch_entry(e: &mut kvm_cpuid_entry2, cpu_id: u8, brand: &[[u32; 4]; 3]) {
+/// Rewrites the supported CPUID into the one vCPU `cpu` sees.
+pub fn filter(cpuid: &mut CpuId, cpu: CpuIdentity, brand: &[[u32; 4]; 3]) {
+    complete_topology_leaf(cpuid);
+    for e in cpuid.as_mut_slice() {
+        patch_entry(e, cpu, brand);
+    }
+}
+
+/// KVM lists leaf 0xb with the host's levels, which on some hosts (AMD) is the SMT level
+/// alone: add the core level and the terminating invalid level, which `patch_entry` fills.
+fn complete_topology_leaf(cpuid: &mut CpuId) {
+    if !cpuid.as_slice().iter().any(|e| e.function == LEAF_TOPOLOGY) {
+        return;
+    }
+    for index in 0..=2 {
+        let present = cpuid
+            .as_slice()
+            .iter()
+            .any(|e| e.function == LEAF_TOPOLOGY && e.index == index);
+        if !present {
+            let e = kvm_cpuid_entry2 {
+                function: LEAF_TOPOLOGY,
+                index,
+                flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+                ..Default::default()
+            };
+            if let Err(err) = cpuid.push(e) {
+                log::warn!("CPUID: cannot add leaf 0xb subleaf {index}: {err:?}");
+            }
+        }
+    }
+}
+
+fn patch_entry(e: &mut kvm_cpuid_entry2, cpu: CpuIdentity, brand: &[[u32; 4]; 3]) {
+    let t = cpu.topology;
+    let apic_id = cpu.apic_id();
+    let (thread_bits, core_bits) = (t.thread_bits(), t.core_bits());
+    let per_socket = t.per_socket();
     match e.function {
         LEAF_FEATURES => {
-            // EBX: APIC id [31:24], logical processors per package [23:16] = 1,
+            // EBX: APIC id [31:24], logical processors per package [23:16],
             // CLFLUSH line size [15:8] = 8 quadwords.
-            e.ebx = (u32::from(cpu_id) << 24) | (1 << 16) | (8 << 8);
+            e.ebx = ((apic_id & 0xff) << 24) | ((per_socket & 0xff) << 16) | (8 << 8);
             e.ecx |= ECX_HYPERVISOR;
-            e.edx &= !EDX_HTT;
+            if per_socket > 1 {
+                e.edx |= EDX_HTT;
+            } else {
+                e.edx &= !EDX_HTT;
+            }
         }
         LEAF_CACHE => {
-            // One core per package, one thread per cache.
+            // EAX[31:26]: addressable core ids in the package - 1; EAX[25:14]: addressable
+            // ids sharing this cache - 1: a core's threads for L1 and L2, the package for L3.
+            let level = (e.eax >> 5) & 0x7;
+            let sharing_bits = if level >= 3 {
+                core_bits + thread_bits
+            } else {
+                thread_bits
+            };
             e.eax &= !(0x3f << 26 | 0xfff << 14);
+            e.eax |= (((1u32 << core_bits) - 1) & 0x3f) << 26;
+            e.eax |= (((1u32 << sharing_bits) - 1) & 0xfff) << 14;
         }
         LEAF_PMU => {
             // No virtual PMU.
@@ -59,17 +120,19 @@ fn patch_entry(e: &mut kvm_cpuid_entry2, cpu_id: u8, brand: &[[u32; 4]; 3]) {
             e.edx = 0;
         }
         LEAF_TOPOLOGY | LEAF_TOPOLOGY_V2 => {
+            // Per level: EAX = shift to the next level's id, EBX = logical processors at
+            // this level, ECX = level type and number; EDX = the x2APIC id.
             e.flags |= KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
-            e.edx = u32::from(cpu_id);
+            e.edx = apic_id;
             match e.index {
                 0 => {
-                    e.eax = 0;
-                    e.ebx = 1;
+                    e.eax = thread_bits;
+                    e.ebx = t.threads;
                     e.ecx = (LEVEL_SMT << 8) | e.index;
                 }
                 1 => {
-                    e.eax = 0;
-                    e.ebx = 1;
+                    e.eax = core_bits + thread_bits;
+                    e.ebx = per_socket;
                     e.ecx = (LEVEL_CORE << 8) | e.index;
                 }
                 _ => {
@@ -78,6 +141,20 @@ fn patch_entry(e: &mut kvm_cpuid_entry2, cpu_id: u8, brand: &[[u32; 4]; 3]) {
                     e.ecx = e.index;
                 }
             }
+        }
+        LEAF_AMD_SIZES => {
+            // ECX: ApicIdCoreIdSize [15:12], logical processors in the package - 1 [7:0].
+            e.ecx &= !0xf0ff;
+            e.ecx |= ((core_bits + thread_bits) << 12) | ((per_socket - 1) & 0xff);
+        }
+        LEAF_AMD_TOPOLOGY => {
+            // EAX: extended APIC id; EBX: threads per core - 1 [15:8], core id [7:0];
+            // ECX: one node per socket, its id in [7:0].
+            let p = t.position(cpu.index);
+            e.eax = apic_id;
+            e.ebx = (((t.threads - 1) & 0xff) << 8) | (p.core & 0xff);
+            e.ecx = p.socket & 0xff;
+            e.edx = 0;
         }
         f if (LEAF_BRAND_FIRST..=LEAF_BRAND_LAST).contains(&f) => {
             let [a, b, c, d] = brand[(f - LEAF_BRAND_FIRST) as usize];
@@ -106,11 +183,25 @@ mod tests {
         }
     }
 
+    fn one(index: u32) -> CpuIdentity {
+        CpuIdentity {
+            index,
+            topology: CpuTopology::one_per_socket(254),
+        }
+    }
+
     fn sample() -> CpuId {
+        let mut l1 = entry(0x4, 0);
+        l1.eax = 1 << 5; // level 1 data cache
+        let mut l2 = entry(0x4, 2);
+        l2.eax = 2 << 5;
+        let mut l3 = entry(0x4, 3);
+        l3.eax = 3 << 5;
         let entries = [
             entry(0x1, 0),
-            entry(0x4, 0),
-            entry(0x4, 1),
+            l1,
+            l2,
+            l3,
             entry(0xa, 0),
             entry(0xb, 0),
             entry(0xb, 1),
@@ -118,6 +209,8 @@ mod tests {
             entry(0x8000_0002, 0),
             entry(0x8000_0003, 0),
             entry(0x8000_0004, 0),
+            entry(0x8000_0008, 0),
+            entry(0x8000_001e, 0),
         ];
         CpuId::from_entries(&entries).unwrap()
     }
@@ -132,11 +225,11 @@ mod tests {
     #[test]
     fn leaf1_has_apic_id_and_hypervisor_bit() {
         let brand = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]];
-        for cpu in [0u8, 1, 7, 253] {
+        for cpu in [0u32, 1, 7, 253] {
             let mut c = sample();
-            filter(&mut c, cpu, &brand);
+            filter(&mut c, one(cpu), &brand);
             let l1 = get(&c, 1, 0);
-            assert_eq!(l1.ebx >> 24, cpu as u32, "initial APIC id");
+            assert_eq!(l1.ebx >> 24, cpu, "initial APIC id");
             assert_eq!((l1.ebx >> 16) & 0xff, 1, "logical processors per package");
             assert_eq!((l1.ebx >> 8) & 0xff, 8, "CLFLUSH size");
             assert_ne!(l1.ecx & ECX_HYPERVISOR, 0);
@@ -149,8 +242,8 @@ mod tests {
     fn topology_is_one_cpu_per_socket() {
         let brand = host_brand_string();
         let mut c = sample();
-        filter(&mut c, 5, &brand);
-        for i in [0, 1] {
+        filter(&mut c, one(5), &brand);
+        for i in [0, 2, 3] {
             let l4 = get(&c, 4, i);
             assert_eq!(l4.eax >> 26, 0, "cores per package - 1");
             assert_eq!((l4.eax >> 14) & 0xfff, 0, "threads sharing the cache - 1");
@@ -164,13 +257,89 @@ mod tests {
         assert_ne!(smt.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX, 0);
         let pmu = get(&c, 0xa, 0);
         assert_eq!((pmu.eax, pmu.ebx, pmu.ecx, pmu.edx), (0, 0, 0, 0));
+        assert_eq!(get(&c, 0x8000_0008, 0).ecx & 0xf0ff, 0);
+        let amd = get(&c, 0x8000_001e, 0);
+        assert_eq!((amd.eax, amd.ebx, amd.ecx), (5, 0, 5));
+    }
+
+    #[test]
+    fn a_host_listing_only_the_smt_level_gets_the_core_level_too() {
+        let mut c = CpuId::from_entries(&[entry(0x1, 0), entry(0xb, 0)]).unwrap();
+        let t = CpuTopology {
+            sockets: 1,
+            cores: 4,
+            threads: 1,
+        };
+        filter(
+            &mut c,
+            CpuIdentity {
+                index: 2,
+                topology: t,
+            },
+            &host_brand_string(),
+        );
+        let core = get(&c, 0xb, 1);
+        assert_eq!((core.eax, core.ebx, core.ecx, core.edx), (2, 4, 0x201, 2));
+        let end = get(&c, 0xb, 2);
+        assert_eq!((end.eax, end.ebx, end.ecx & 0xff00), (0, 0, 0));
+        let mut none = CpuId::from_entries(&[entry(0x1, 0)]).unwrap();
+        filter(
+            &mut none,
+            CpuIdentity {
+                index: 0,
+                topology: t,
+            },
+            &host_brand_string(),
+        );
+        assert_eq!(
+            none.as_slice().len(),
+            1,
+            "no leaf 0xb is added where KVM has none"
+        );
+    }
+
+    #[test]
+    fn topology_of_sockets_cores_and_threads() {
+        // 2 sockets x 3 cores x 2 threads: vCPU 7 is socket 1, core 0, thread 1; APIC id 9.
+        let t = CpuTopology {
+            sockets: 2,
+            cores: 3,
+            threads: 2,
+        };
+        let mut c = sample();
+        filter(
+            &mut c,
+            CpuIdentity {
+                index: 7,
+                topology: t,
+            },
+            &host_brand_string(),
+        );
+        let l1 = get(&c, 1, 0);
+        assert_eq!(l1.ebx >> 24, 9);
+        assert_eq!((l1.ebx >> 16) & 0xff, 6, "logical processors per package");
+        assert_ne!(l1.edx & EDX_HTT, 0);
+        let smt = get(&c, 0xb, 0);
+        assert_eq!((smt.eax, smt.ebx, smt.ecx, smt.edx), (1, 2, 0x100, 9));
+        let core = get(&c, 0xb, 1);
+        assert_eq!((core.eax, core.ebx, core.ecx, core.edx), (3, 6, 0x201, 9));
+        let (l1d, l3) = (get(&c, 4, 0), get(&c, 4, 3));
+        assert_eq!(l1d.eax >> 26, 3, "core ids 0..=3 addressable");
+        assert_eq!((l1d.eax >> 14) & 0xfff, 1, "a core's two threads share L1");
+        assert_eq!((l3.eax >> 14) & 0xfff, 7, "the package shares L3");
+        assert_eq!(l1d.eax & 0xff, 1 << 5, "cache level kept");
+        let sizes = get(&c, 0x8000_0008, 0);
+        assert_eq!((sizes.ecx >> 12) & 0xf, 3);
+        assert_eq!(sizes.ecx & 0xff, 5);
+        let amd = get(&c, 0x8000_001e, 0);
+        assert_eq!((amd.eax, amd.ebx, amd.ecx), (9, 0x100, 1));
     }
 
     #[test]
     fn brand_string_comes_from_the_host() {
         let brand = host_brand_string();
         let mut c = sample();
-        filter(&mut c, 0, &brand);
+        filter(&mut c, one(0), &brand);
         for (i, f) in (0x8000_0002u32..=0x8000_0004).enumerate() {
             let e = get(&c, f, 0);
             assert_eq!([e.eax, e.ebx, e.ecx, e.edx], brand[i]);

@@ -8,7 +8,9 @@ use linux_loader::loader::KernelLoader;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+};
 
 /// Errors loading the kernel or initrd, each naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,17 @@ pub enum LoadError {
         path: String,
         format: &'static str,
         err: linux_loader::loader::Error,
+    },
+    #[error(
+        "kernel {path} is not a kernel image: {reason} (expected an ELF vmlinux, a bzImage or a raw vmlinux.bin)"
+    )]
+    Implausible { path: String, reason: String },
+    #[error("{kind} {path} ({size} bytes) is larger than guest memory ({mem} MiB)")]
+    LargerThanMemory {
+        kind: &'static str,
+        path: String,
+        size: u64,
+        mem: u64,
     },
     #[error("{kind} {path} ({size} bytes) does not fit in guest memory at 0x{addr:x}")]
     TooBig {
@@ -61,6 +74,25 @@ pub struct LoadedKernel {
     pub end: u64,
     /// The bzImage setup header, to be copied into `boot_params`.
     pub setup_header: Option<setup_header>,
+}
+
+/// A raw `vmlinux.bin` starts with the kernel's entry code; anything shorter than a page, or
+/// whose first page is all zeros, would run garbage (a file of zeros executes `add` forever).
+pub const MIN_RAW_KERNEL: u64 = 4096;
+/// How much of the image [`load_kernel`] looks at to tell the format and plausibility.
+const HEAD: u64 = 4096;
+
+/// Why an image that is neither ELF nor bzImage cannot be a raw `vmlinux.bin`, if it cannot.
+pub fn raw_implausible(size: u64, head: &[u8]) -> Option<String> {
+    if size < MIN_RAW_KERNEL {
+        return Some(format!(
+            "it is {size} bytes, smaller than one page ({MIN_RAW_KERNEL} bytes)"
+        ));
+    }
+    if head.iter().all(|&b| b == 0) {
+        return Some("its first page is all zeros".into());
+    }
+    None
 }
 
 /// Tells the format from the first bytes of the image.
@@ -99,7 +131,16 @@ fn open(kind: &'static str, path: &Path) -> Result<(File, u64), LoadError> {
 pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, LoadError> {
     let name = path.display().to_string();
     let (mut file, size) = open("kernel", path)?;
-    let mut head = vec![0u8; 0x400.min(size as usize)];
+    let mem_size = mem.iter().map(|r| r.len()).sum::<u64>();
+    if size > mem_size {
+        return Err(LoadError::LargerThanMemory {
+            kind: "kernel",
+            path: name,
+            size,
+            mem: mem_size >> 20,
+        });
+    }
+    let mut head = vec![0u8; HEAD.min(size) as usize];
     file.read_exact(&mut head)
         .and_then(|_| file.seek(SeekFrom::Start(0)).map(|_| ()))
         .map_err(|err| LoadError::Read {
@@ -135,6 +176,9 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, L
             })
         }
         KernelFormat::Raw => {
+            if let Some(reason) = raw_implausible(size, &head) {
+                return Err(LoadError::Implausible { path: name, reason });
+            }
             let end = KERNEL_START + size;
             let fits = end <= mem.last_addr().raw_value().min(MMIO_HOLE_START);
             copy_in(
@@ -229,7 +273,9 @@ mod tests {
     #[test]
     fn raw_kernel_lands_at_16m() {
         let m = mem();
-        let p = temp("raw", &[0xf4, 0x90, 0x90]);
+        let mut raw = vec![0xf4, 0x90, 0x90];
+        raw.resize(MIN_RAW_KERNEL as usize, 0);
+        let p = temp("raw", &raw);
         let k = load_kernel(&m, &p).unwrap();
         assert_eq!(k.format, KernelFormat::Raw);
         assert_eq!(k.entry, 0x100_0000);
@@ -259,6 +305,68 @@ mod tests {
         let e = load_kernel(&m, &badbz).unwrap_err().to_string();
         assert!(e.contains("not a valid bzImage image"), "{e}");
         for p in [empty, bad, badbz] {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+
+    #[test]
+    fn implausible_raw_kernels_are_refused_with_the_reason() {
+        let m = mem();
+        let tiny = temp("tiny", b"abcdef");
+        let e = load_kernel(&m, &tiny).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "kernel {} is not a kernel image: it is 6 bytes, smaller than one page (4096 bytes) (expected an ELF vmlinux, a bzImage or a raw vmlinux.bin)",
+                tiny.display()
+            )
+        );
+        let mut zeros = vec![0u8; 64 << 10];
+        let z = temp("zeros", &zeros);
+        let e = load_kernel(&m, &z).unwrap_err().to_string();
+        assert!(e.contains("its first page is all zeros"), "{e}");
+        // Code after a zero page is still refused; code in the first page is not.
+        zeros[4096] = 0xf4;
+        std::fs::write(&z, &zeros).unwrap();
+        assert!(load_kernel(&m, &z).is_err());
+        zeros[4095] = 0xf4;
+        std::fs::write(&z, &zeros).unwrap();
+        load_kernel(&m, &z).unwrap();
+        // Larger than all of guest memory: said so, before anything is read.
+        let big = temp("big", b"");
+        std::fs::File::options()
+            .write(true)
+            .open(&big)
+            .unwrap()
+            .set_len((128 << 20) + 1)
+            .unwrap();
+        let e = load_kernel(&m, &big).unwrap_err().to_string();
+        assert!(
+            e.ends_with(&format!(
+                "({} bytes) is larger than guest memory (128 MiB)",
+                (128 << 20) + 1
+            )),
+            "{e}"
+        );
+        // Within memory but not from 16 MiB on.
+        let fits_not = temp("fitsnot", b"");
+        std::fs::File::options()
+            .write(true)
+            .open(&fits_not)
+            .unwrap()
+            .set_len(120 << 20)
+            .unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&fits_not)
+            .and_then(|f| std::os::unix::fs::FileExt::write_at(&f, &[0xf4], 0))
+            .unwrap();
+        let e = load_kernel(&m, &fits_not).unwrap_err().to_string();
+        assert!(
+            e.contains("does not fit in guest memory at 0x1000000"),
+            "{e}"
+        );
+        for p in [tiny, z, big, fits_not] {
             std::fs::remove_file(p).unwrap();
         }
     }

@@ -35,9 +35,9 @@ pub const MPF_SIZE: usize = 16;
 /// Size of the configuration table header.
 pub const MPC_HEADER_SIZE: usize = 44;
 
-/// The IOAPIC's id: right after the vCPUs' APIC ids.
-pub fn ioapic_id(num_cpus: u8) -> u8 {
-    num_cpus
+/// The IOAPIC's id: right after the highest vCPU APIC id.
+pub fn ioapic_id(apic_ids: &[u8]) -> u8 {
+    apic_ids.iter().max().map_or(0, |m| m.saturating_add(1))
 }
 
 fn checksum(bytes: &[u8]) -> u8 {
@@ -45,15 +45,17 @@ fn checksum(bytes: &[u8]) -> u8 {
 }
 
 /// Builds the floating pointer followed by the configuration table, to be written at `base`.
-pub fn build(base: u64, num_cpus: u8) -> Vec<u8> {
+/// `apic_ids` are the vCPUs' APIC ids in vCPU order (the first is the boot processor); the
+/// topology decides them, see `config::CpuTopology::apic_id`.
+pub fn build(base: u64, apic_ids: &[u8]) -> Vec<u8> {
     let table_addr = base + MPF_SIZE as u64;
-    let ioapic = ioapic_id(num_cpus);
+    let ioapic = ioapic_id(apic_ids);
 
     let mut entries: Vec<u8> = Vec::new();
     let mut count: u16 = 0;
-    for cpu in 0..num_cpus {
-        let flags = CPU_ENABLED | if cpu == 0 { CPU_BOOTPROCESSOR } else { 0 };
-        entries.extend_from_slice(&[ENTRY_PROCESSOR, cpu, APIC_VERSION, flags]);
+    for (i, &apic_id) in apic_ids.iter().enumerate() {
+        let flags = CPU_ENABLED | if i == 0 { CPU_BOOTPROCESSOR } else { 0 };
+        entries.extend_from_slice(&[ENTRY_PROCESSOR, apic_id, APIC_VERSION, flags]);
         entries.extend_from_slice(&CPU_STEPPING.to_le_bytes());
         entries.extend_from_slice(&(CPU_FEATURE_APIC | CPU_FEATURE_FPU).to_le_bytes());
         entries.extend_from_slice(&[0u8; 8]);
@@ -125,9 +127,13 @@ mod tests {
         u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
     }
 
+    fn dense(n: u8) -> Vec<u8> {
+        (0..n).collect()
+    }
+
     #[test]
     fn floating_pointer_is_valid() {
-        let t = build(0x9fc00, 2);
+        let t = build(0x9fc00, &dense(2));
         assert_eq!(&t[0..4], b"_MP_");
         assert_eq!(u32_at(&t, 4), 0x9fc10);
         assert_eq!(t[8], 1);
@@ -139,7 +145,7 @@ mod tests {
     #[test]
     fn config_table_lists_every_cpu_bus_ioapic_and_irq() {
         for cpus in [1u8, 2, 4, 8, 254] {
-            let t = build(0x9fc00, cpus);
+            let t = build(0x9fc00, &dense(cpus));
             let c = &t[16..];
             assert_eq!(&c[0..4], b"PCMP");
             let len = u16_at(c, 4) as usize;
@@ -192,5 +198,20 @@ mod tests {
                 assert_eq!((*id as usize, *flags), (i, 1));
             }
         }
+    }
+
+    #[test]
+    fn sparse_apic_ids_of_a_topology_are_listed_and_the_ioapic_follows() {
+        // 2 sockets x 3 cores: cores take two bits, so ids 0, 1, 2, 4, 5, 6.
+        let ids = [0u8, 1, 2, 4, 5, 6];
+        let t = build(0x9fc00, &ids);
+        let c = &t[16..];
+        let procs: Vec<u8> = (0..ids.len())
+            .map(|i| c[MPC_HEADER_SIZE + 20 * i + 1])
+            .collect();
+        assert_eq!(procs, ids);
+        let ioapic = MPC_HEADER_SIZE + 20 * ids.len() + 8;
+        assert_eq!((c[ioapic], c[ioapic + 1]), (2, 7));
+        assert_eq!(ioapic_id(&ids), 7);
     }
 }

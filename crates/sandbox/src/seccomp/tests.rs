@@ -241,6 +241,7 @@ fn policy_constants_match_the_kernel_headers() {
     assert_eq!(constant("FIONBIO"), libc::FIONBIO);
     assert_eq!(constant("FIOCLEX"), libc::FIOCLEX);
     assert_eq!(constant("F_DUPFD_CLOEXEC"), libc::F_DUPFD_CLOEXEC as u64);
+    assert_eq!(constant("F_OFD_SETLK"), libc::F_OFD_SETLK as u64);
     assert_eq!(constant("F_GETFL"), libc::F_GETFL as u64);
     assert_eq!(constant("F_SETFL"), libc::F_SETFL as u64);
     assert_eq!(

@@ -161,6 +161,10 @@ fn device_limits() {
         err_k(&["-drive", "id=a,file=/a", "-drive", "id=a,file=/b"]),
         "-drive: duplicate drive id `a`"
     );
+    assert_eq!(
+        err_k(&["-drive", "id=a,file=/img", "-drive", "id=b,file=/img"]),
+        "-drive: image `/img` is already used by drive `a` (a disk image can back one drive only)"
+    );
     // Console and vsock: the two devices allowed besides disks and NICs.
     let cfg = run_k(&[
         "-chardev",

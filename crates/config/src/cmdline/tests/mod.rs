@@ -1,4 +1,4 @@
-//! Command lines from the seeds and SPEC.md, and every command-line error.
+//! Command lines from StratoVirt's documentation (the seeds), and every command-line error.
 
 mod devices;
 mod options;
@@ -11,8 +11,8 @@ pub(super) use crate::model::*;
 use std::io;
 pub(super) use std::path::Path;
 
-pub(super) fn nothing_exists(_: &Path) -> bool {
-    false
+pub(super) fn nothing_exists(_: &Path, _: crate::validate::Want) -> crate::validate::Occupant {
+    crate::validate::Occupant::Nothing
 }
 
 /// Only the seed's `/home/config.json` and two variants of it are readable.
@@ -35,7 +35,7 @@ pub(super) fn fake_read(path: &Path) -> io::Result<String> {
 }
 
 pub(super) const HOST: Host = Host {
-    exists: nothing_exists,
+    probe: nothing_exists,
     read: fake_read,
 };
 
@@ -83,6 +83,7 @@ pub(super) fn vm(kernel: &str, cmdline: &str) -> VmConfig {
         machine: MachineConfig {
             kind: MachineType::Microvm,
             vcpus: DEFAULT_VCPUS,
+            topology: None,
             mem_size: DEFAULT_MEM_SIZE,
             omit_vm_memory: false,
         },

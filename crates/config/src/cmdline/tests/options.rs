@@ -23,6 +23,16 @@ fn help_and_version() {
 // ---- tokenizer ----
 
 #[test]
+fn single_dash_with_equals_is_the_same_option() {
+    let a = run(&["-kernel=/k", "-m=1G", "-smp=2", "-name=vm1"]);
+    let b = run(&["--kernel=/k", "--m=1G", "--smp=2", "--name=vm1"]);
+    let c = run(&["-kernel", "/k", "-m", "1G", "-smp", "2", "-name", "vm1"]);
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    assert_eq!(err(&["-daemonize=on"]), "-daemonize: takes no value");
+}
+
+#[test]
 fn double_dash_spellings() {
     let cfg = run(&[
         "--kernel",
@@ -51,7 +61,14 @@ fn unknown_and_unexpected_arguments() {
         err_k(&["--bogus", "1"]),
         "--bogus: unknown option (see -help)"
     );
-    assert_eq!(err_k(&["-m=512M"]), "-m=512M: unknown option (see -help)");
+    assert_eq!(
+        err_k(&["-kernal", "/k"]),
+        "-kernal: unknown option (did you mean -kernel? see -help)"
+    );
+    assert_eq!(
+        err_k(&["--smpp=2"]),
+        "--smpp=2: unknown option (did you mean --smp? see -help)"
+    );
     assert_eq!(
         err_k(&["stray"]),
         "unexpected argument `stray` (options start with '-', see -help)"
@@ -193,8 +210,50 @@ fn memory_table() {
     );
     assert_eq!(
         err_k(&["-m", "512X"]),
-        "-m: `512X` has an unknown size suffix (use K, M, G or KiB, MiB, GiB)"
+        "-m: `512X` has an unknown size suffix (use K, M, G, T or KiB, MiB, GiB, TiB)"
     );
+}
+
+#[test]
+fn smp_topology_is_carried_and_filled_in_as_qemu_does() {
+    let t = |v: &str| {
+        let cfg = run_k(&["-smp", v]);
+        let t = cfg.machine.topology();
+        (cfg.machine.vcpus, t.sockets, t.cores, t.threads)
+    };
+    assert_eq!(t("4"), (4, 4, 1, 1), "default: one vCPU per socket");
+    assert_eq!(t("4,sockets=1,cores=4"), (4, 1, 4, 1));
+    assert_eq!(t("4,cores=2"), (4, 2, 2, 1), "sockets filled in");
+    assert_eq!(t("8,sockets=2,threads=2"), (8, 2, 2, 2), "cores filled in");
+    assert_eq!(t("6,threads=2"), (6, 3, 1, 2));
+    assert_eq!(
+        t("sockets=2,cores=3,threads=2"),
+        (12, 2, 3, 2),
+        "the count from the levels"
+    );
+    assert_eq!(run_k(&["-smp", "4"]).machine.topology, None);
+    assert_eq!(
+        err_k(&["-smp", "4,sockets=2,cores=4"]),
+        "-smp: sockets*cores*threads is 8, it must equal the vCPU count 4"
+    );
+    assert_eq!(
+        err_k(&["-smp", "6,cores=4"]),
+        "-smp: the vCPU count 6 is not a multiple of cores*threads = 4"
+    );
+    assert_eq!(
+        err_k(&["-smp", "4,cores=0"]),
+        "-smp: cores=0: every level needs at least one"
+    );
+    assert_eq!(
+        err_k(&["-smp", "4,sockets=2,dies=2"]),
+        "-smp: dies=2 is not supported (a microvm has sockets, cores and threads)"
+    );
+    // 254 vCPUs as 2 sockets of 127 cores: ids up to 254 collide with the IOAPIC's.
+    assert_eq!(
+        err_k(&["-smp", "254,sockets=2,cores=127"]),
+        "-smp: sockets=2,cores=127,threads=1 needs APIC ids up to 254, the most is 253 (use power-of-two cores and threads, or fewer vCPUs)"
+    );
+    assert_eq!(t("248,sockets=4,cores=62"), (248, 4, 62, 1));
 }
 
 #[test]
@@ -207,6 +266,7 @@ fn smp_forms() {
     assert_eq!(n("cpus=4,sockets=2,cores=2,threads=1"), 4);
     assert_eq!(n("sockets=1,cores=2,threads=2"), 4);
     assert_eq!(n("maxcpus=3"), 3);
+    assert_eq!(n("sockets=2,dies=1,clusters=1,cores=2"), 4);
     assert_eq!(
         err_k(&["-smp", "0"]),
         "-smp: vCPU count 0 is out of range 1..=254"
@@ -245,7 +305,7 @@ fn smp_forms() {
     );
     assert_eq!(
         err_k(&["-smp", "4,sockets=3"]),
-        "-smp: sockets*dies*clusters*cores*threads is 3, it must equal the vCPU count 4"
+        "-smp: the vCPU count 4 is not a multiple of sockets*threads = 3"
     );
     assert!(err_k(&["-smp", "2,numa=1"]).starts_with("-smp: unknown key `numa`"));
 }

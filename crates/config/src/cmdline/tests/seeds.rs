@@ -1,4 +1,5 @@
-//! The seeds' and SPEC.md's command lines, field by field.
+//! The command lines of StratoVirt's documentation (the seeds) and of the full option set, field
+//! by field.
 
 use super::*;
 
@@ -213,7 +214,7 @@ fn seed_003_snapshot_restore() {
     assert_eq!(cfg, want);
 }
 
-/// SPEC.md §1's command line, every option at once.
+/// The documented command line with every option at once.
 fn spec_example(qmp: [&'static str; 2], serial: bool) -> Vec<&'static str> {
     let mut a = vec![
         "-name",
@@ -303,7 +304,7 @@ fn spec_vm() -> VmConfig {
 
 #[test]
 fn spec_example_command_line() {
-    // SPEC.md lists -serial stdio and -daemonize together; a daemon has no
+    // The documented option list has -serial stdio and -daemonize together; a daemon has no
     // terminal, so that pair is refused, as QEMU does.
     assert_eq!(
         err(&spec_example(
@@ -334,7 +335,7 @@ fn spec_example_with_serial_and_no_daemon() {
     assert_eq!(cfg, want);
 }
 
-/// SPEC.md §1's second form, with seed 004 table 3's process options. The
+/// The documented `-config` form, with seed 004 table 3's process options. The
 /// seed's file asks for a serial port on stdio, which a daemon can't have, so
 /// this uses the seed's file without its "serial" member.
 #[test]

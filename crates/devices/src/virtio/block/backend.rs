@@ -18,6 +18,13 @@ pub enum BlockError {
         path.display()
     )]
     DirectUnsupported { path: PathBuf, source: io::Error },
+    #[error(
+        "disk image {} is in use by another process (it holds a lock on the image); refusing to open it {}",
+        path.display(), if *read_only { "read-only" } else { "for writing" }
+    )]
+    InUse { path: PathBuf, read_only: bool },
+    #[error("cannot lock disk image {}: {source}", path.display())]
+    Lock { path: PathBuf, source: io::Error },
     #[error("disk image {} is not a regular file or a block device", path.display())]
     NotADisk { path: PathBuf },
     #[error("cannot get the size of disk image {}: {source}", path.display())]
@@ -30,7 +37,8 @@ pub enum BlockError {
     SlotEmpty(usize),
 }
 
-/// An open disk image. All I/O is positioned (`pread`/`pwrite`), so `&self` suffices.
+/// An open disk image, locked as QEMU locks it (shared read-only, exclusive read-write) for as
+/// long as it is open. All I/O is positioned (`pread`/`pwrite`), so `&self` suffices.
 #[derive(Debug)]
 pub struct BlockBackend {
     file: File,
@@ -72,6 +80,25 @@ impl BlockBackend {
             return Err(BlockError::NotADisk {
                 path: path.to_path_buf(),
             });
+        }
+        match super::image_lock::lock_image(&file, read_only) {
+            Ok(super::image_lock::Locked::Yes) => {}
+            Ok(super::image_lock::Locked::Unsupported) => log::warn!(
+                "disk image {}: its file system has no locks; opened without one",
+                path.display()
+            ),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(BlockError::InUse {
+                    path: path.to_path_buf(),
+                    read_only,
+                })
+            }
+            Err(source) => {
+                return Err(BlockError::Lock {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
         }
         // SEEK_END gives the size of block devices too (their metadata length is 0).
         let size = file
@@ -190,6 +217,36 @@ mod tests {
         assert!(!b.read_only());
         assert!(!b.direct());
         assert_eq!(b.path(), f.as_path());
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_naming_the_image() {
+        let f = image(4096);
+        let first = BlockBackend::open(f.as_path(), false, false).unwrap();
+        let e = BlockBackend::open(f.as_path(), false, false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "disk image {} is in use by another process (it holds a lock on the image); refusing to open it for writing",
+                f.as_path().display()
+            )
+        );
+        let e = BlockBackend::open(f.as_path(), true, false).unwrap_err();
+        assert!(
+            e.to_string().ends_with("refusing to open it read-only"),
+            "{e}"
+        );
+        drop(first);
+        let r1 = BlockBackend::open(f.as_path(), true, false).unwrap();
+        let _r2 = BlockBackend::open(f.as_path(), true, true).unwrap();
+        assert!(matches!(
+            BlockBackend::open(f.as_path(), false, false),
+            Err(BlockError::InUse {
+                read_only: false,
+                ..
+            })
+        ));
+        drop(r1);
     }
 
     #[test]

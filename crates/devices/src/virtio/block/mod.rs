@@ -13,6 +13,7 @@ mod aligned;
 mod backend;
 mod config;
 mod execute;
+mod image_lock;
 mod request;
 mod slot;
 #[cfg(test)]

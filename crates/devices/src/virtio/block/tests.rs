@@ -176,8 +176,9 @@ fn empty_slot_hot_plug_and_unplug() {
     assert_eq!(read_guest(&m, p.data, 512), data[31 * 512..]);
     assert_eq!(&read_guest(&m, id.data, 11), b"hotplugged\0");
 
-    // A second disk does not fit.
-    let again = BlockBackend::open(f.as_path(), true, false).unwrap();
+    // A second disk does not fit (another image: the first one is locked for writing).
+    let (f2, _) = image(1);
+    let again = BlockBackend::open(f2.as_path(), true, false).unwrap();
     assert!(matches!(
         handle.attach(again, "x"),
         Err(BlockError::SlotBusy(12))

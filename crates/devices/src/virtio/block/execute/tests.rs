@@ -245,8 +245,12 @@ fn flush_and_get_id() {
     assert_eq!(run(&r, &m, Some(&d)), ok(7));
     assert_eq!(guest(&m, 0x2000, 4), b"seri");
     assert_eq!(guest(&m, 0x2010, 4), b"al-\xff");
-    // A short serial is NUL-padded.
-    let short = Disk::new(BlockBackend::open(f.as_path(), true, false).unwrap(), "abc");
+    // A short serial is NUL-padded (another image: the first one is locked for writing).
+    let (f2, _) = image();
+    let short = Disk::new(
+        BlockBackend::open(f2.as_path(), true, false).unwrap(),
+        "abc",
+    );
     let r = req(RequestType::GetId, 0, vec![seg(0x3000, 64)]);
     m.write_slice(&[0xff; 64], GuestAddress(0x3000)).unwrap();
     assert_eq!(run(&r, &m, Some(&short)), ok(20));

@@ -283,6 +283,7 @@ impl Machine {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("get supported CPUID"))?;
         let brand = cpuid::host_brand_string();
+        let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
         let msrs = regs::msrs(&regs::boot_msrs())
             .map_err(|e| MachineError::Device(format!("MSR list: {e:?}")))?;
         let pio = Arc::new(pio);
@@ -301,6 +302,9 @@ impl Machine {
                 topology,
             };
             cpuid::filter(&mut c, identity, &brand);
+            if tsc_deadline {
+                cpuid::offer_tsc_deadline(&mut c);
+            }
             fd.set_cpuid2(&c).map_err(kvm_err("set CPUID"))?;
             let n = fd.set_msrs(&msrs).map_err(kvm_err("set MSRs"))?;
             if n != msrs.as_slice().len() {

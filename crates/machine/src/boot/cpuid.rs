@@ -18,6 +18,8 @@ const LEAF_AMD_TOPOLOGY: u32 = 0x8000_001e;
 
 /// Leaf 1 ECX bit 31: running under a hypervisor.
 pub const ECX_HYPERVISOR: u32 = 1 << 31;
+/// Leaf 1 ECX bit 24: the LAPIC timer's TSC-deadline mode.
+pub const ECX_TSC_DEADLINE: u32 = 1 << 24;
 /// Leaf 1 EDX bit 28: more than one logical processor per package.
 pub const EDX_HTT: u32 = 1 << 28;
 /// Leaf 0xb level types.
@@ -54,6 +56,18 @@ pub fn filter(cpuid: &mut CpuId, cpu: CpuIdentity, brand: &[[u32; 4]; 3]) {
     complete_topology_leaf(cpuid);
     for e in cpuid.as_mut_slice() {
         patch_entry(e, cpu, brand);
+    }
+}
+
+/// Offers the LAPIC's TSC-deadline timer mode. KVM emulates it whenever it has
+/// `KVM_CAP_TSC_DEADLINE_TIMER` but leaves the bit out of the supported CPUID, since only the
+/// VMM knows the LAPIC is in the kernel. Linux then arms its timer with one MSR write instead
+/// of programming the LAPIC counter.
+pub fn offer_tsc_deadline(cpuid: &mut CpuId) {
+    for e in cpuid.as_mut_slice() {
+        if e.function == LEAF_FEATURES {
+            e.ecx |= ECX_TSC_DEADLINE;
+        }
     }
 }
 
@@ -220,6 +234,16 @@ mod tests {
             .iter()
             .find(|e| e.function == f && e.index == i)
             .unwrap()
+    }
+
+    #[test]
+    fn tsc_deadline_is_offered_in_leaf_1_only() {
+        let mut c = CpuId::from_entries(&[entry(0x1, 0), entry(0x7, 0)]).unwrap();
+        c.as_mut_slice()[0].ecx = 0;
+        c.as_mut_slice()[1].ecx = 0;
+        offer_tsc_deadline(&mut c);
+        assert_eq!(c.as_slice()[0].ecx, ECX_TSC_DEADLINE);
+        assert_eq!(c.as_slice()[1].ecx, 0);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The machine as QMP sees it: `VmControl` over a running VM.
 
 use config::{CpuTopology, VmConfig};
-use machine::hotplug::{slot_from_addr, BlockHotplug, HotplugError};
-use machine::{BlockSlots, VmExitReason, VmHandle, VmRunState};
+use machine::hotplug::{slot_from_addr, Hotplug, HotplugError};
+use machine::{SlotKind, SlotTable, VmExitReason, VmHandle, VmRunState};
 use qmp::block::{BlockdevAddArguments, DeviceAddArguments, BLOCK_DRIVERS};
 use qmp::{CpuInfo, CpuInstanceProperties, HotpluggableCpu, QmpError, RunState, StatusInfo};
 use std::path::Path;
@@ -12,17 +12,20 @@ pub struct VmController {
     vm: Arc<VmHandle>,
     vcpus: u8,
     topology: CpuTopology,
-    disks: BlockHotplug,
+    hotplug: Hotplug,
 }
 
 impl VmController {
-    pub fn new(vm: Arc<VmHandle>, cfg: &VmConfig, blocks: BlockSlots) -> Self {
-        let boot_ids: Vec<String> = cfg.drives.iter().map(|d| d.id.clone()).collect();
+    pub fn new(
+        vm: Arc<VmHandle>,
+        cfg: &VmConfig,
+        (slots, boot_ids): (SlotTable, Vec<Option<String>>),
+    ) -> Self {
         VmController {
             vm,
             vcpus: cfg.machine.vcpus,
             topology: cfg.machine.topology(),
-            disks: BlockHotplug::new(blocks, &boot_ids),
+            hotplug: Hotplug::new(slots, &boot_ids),
         }
     }
 }
@@ -95,7 +98,7 @@ impl qmp::VmControl for VmController {
     }
 
     fn blockdev_add(&self, args: &BlockdevAddArguments) -> Result<(), QmpError> {
-        self.disks
+        self.hotplug
             .add_node(
                 &args.node_name,
                 Path::new(&args.file.filename),
@@ -106,7 +109,7 @@ impl qmp::VmControl for VmController {
     }
 
     fn blockdev_del(&self, node_name: &str) -> Result<(), QmpError> {
-        self.disks.del_node(node_name).map_err(qmp_error)
+        self.hotplug.del_node(node_name).map_err(qmp_error)
     }
 
     fn device_add(&self, args: &DeviceAddArguments) -> Result<(), QmpError> {
@@ -120,15 +123,15 @@ impl qmp::VmControl for VmController {
             )));
         }
         let slot = slot_from_addr(args.addr.as_deref(), args.lun).map_err(qmp_error)?;
-        self.disks
-            .attach(&args.id, args.drive.as_deref(), slot)
+        self.hotplug
+            .attach(SlotKind::Disk, &args.id, args.drive.as_deref(), slot)
             .map_err(qmp_error)
     }
 
     fn device_del(&self, id: &str) -> Result<(), QmpError> {
-        match self.disks.detach(id).map_err(qmp_error)? {
-            true => Ok(()),
-            false => Err(QmpError::device_not_found(id)),
+        match self.hotplug.detach(id).map_err(qmp_error)? {
+            Some(_) => Ok(()),
+            None => Err(QmpError::device_not_found(id)),
         }
     }
 }

@@ -240,11 +240,7 @@ fn main() {
         Err(e) => fail(e),
     };
     if let Some(server) = qmp {
-        let ctl = Arc::new(control::VmController::new(
-            handle.clone(),
-            &cfg,
-            vm.block_slots(),
-        ));
+        let ctl = Arc::new(control::VmController::new(handle.clone(), &cfg, vm.slots()));
         let spawned = std::thread::Builder::new()
             .name("qmp".into())
             .spawn(move || server.run(ctl));

@@ -1,11 +1,13 @@
-//! Disk hot-plug as StratoVirt documents it: `blockdev-add` names an image (a node), then
-//! `device_add` with the same id puts it into a slot (`addr` 0x0 is vda, 0x1 vdb, ...; `lun` N
-//! is slot N+1); `device_del` takes it out. Every misuse is refused before anything changes.
+//! Hot-plug as StratoVirt documents it, one mechanism for disks and NICs: a backend is opened
+//! first (`blockdev-add` names an image, `netdev_add` a TAP), then `device_add` with the same
+//! id puts it into a slot of its kind (`addr` 0x0 is vda or eth0, 0x1 vdb or eth1, ...; for
+//! disks `lun` N is slot N+1); `device_del` takes it out. Ids are unique across the VM. Every
+//! misuse is refused before anything changes.
 
-use crate::virtio_slots::{BlockSlots, BLOCK_SLOTS};
-use devices::virtio::block::BlockBackend;
+use crate::slots::{Slot, SlotKind, SlotTable, DISK_SLOTS, NIC_SLOTS};
+use devices::virtio::block::{BlockBackend, BlockHandle};
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 /// Why a hot-plug request was refused.
@@ -19,44 +21,153 @@ pub enum HotplugError {
     Invalid(String),
 }
 
-/// A node added by `blockdev-add` and not yet attached.
-struct PendingNode {
-    backend: BlockBackend,
-    path: PathBuf,
+/// A device's handle in its slot: hot-plug and flushing work through it while the guest runs.
+#[derive(Clone)]
+pub enum SlotHandle {
+    Disk(BlockHandle),
+    /// A device that is not hot-pluggable (console, vsock, balloon).
+    Fixed,
+}
+
+/// A backend opened by `blockdev-add` or `netdev_add`, waiting for its `device_add`.
+pub enum Backend {
+    Disk(BlockBackend),
+}
+
+impl Backend {
+    fn kind(&self) -> SlotKind {
+        match self {
+            Backend::Disk(_) => SlotKind::Disk,
+        }
+    }
+}
+
+impl SlotHandle {
+    pub fn is_attached(&self) -> bool {
+        match self {
+            SlotHandle::Disk(h) => h.is_attached(),
+            SlotHandle::Fixed => true,
+        }
+    }
+
+    /// What the attached backend is, to refuse the same one twice: a disk's image path.
+    fn identity(&self) -> Option<String> {
+        match self {
+            SlotHandle::Disk(h) => h.path().map(|p| identity_of(&p)),
+            SlotHandle::Fixed => None,
+        }
+    }
+
+    fn attach(&self, backend: Backend, id: &str) -> Result<(), String> {
+        match (self, backend) {
+            (SlotHandle::Disk(h), Backend::Disk(b)) => h.attach(b, id).map_err(|e| e.to_string()),
+            (SlotHandle::Fixed, _) => Err("this slot is not hot-pluggable".into()),
+        }
+    }
+
+    fn detach(&self) -> Result<(), String> {
+        match self {
+            SlotHandle::Disk(h) => h.detach().map_err(|e| e.to_string()),
+            SlotHandle::Fixed => Err("this device cannot be removed".into()),
+        }
+    }
+
+    /// Makes what the guest wrote durable (disks); nothing to do for other devices.
+    pub fn flush(&self) -> Result<(), String> {
+        match self {
+            SlotHandle::Disk(h) => h.flush().map_err(|e| e.to_string()),
+            SlotHandle::Fixed => Ok(()),
+        }
+    }
+}
+
+/// The words QMP errors use for each kind.
+struct Words {
+    noun: &'static str,
+    plural: &'static str,
+    limit: usize,
+    /// The command that opens a backend, and what it calls the id.
+    add_cmd: &'static str,
+    key: &'static str,
+}
+
+fn words(kind: SlotKind) -> Words {
+    match kind {
+        SlotKind::Disk => Words {
+            noun: "disk",
+            plural: "disks",
+            limit: DISK_SLOTS,
+            add_cmd: "blockdev-add",
+            key: "node-name",
+        },
+        SlotKind::Nic | SlotKind::Fixed => Words {
+            noun: "NIC",
+            plural: "NICs",
+            limit: NIC_SLOTS,
+            add_cmd: "netdev_add",
+            key: "id",
+        },
+    }
+}
+
+/// The guest's name for slot `kind_index` of `kind`: vda, vdb, ... or eth0, eth1.
+fn guest_name(kind: SlotKind, kind_index: usize) -> String {
+    match kind {
+        SlotKind::Disk => format!("vd{}", (b'a' + kind_index as u8) as char),
+        _ => format!("eth{kind_index}"),
+    }
+}
+
+/// Canonical form of an image path, to tell whether two names are the same file.
+fn identity_of(p: &Path) -> String {
+    std::fs::canonicalize(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// A backend waiting for `device_add`.
+struct Pending {
+    backend: Backend,
+    identity: String,
 }
 
 #[derive(Default)]
 struct State {
-    pending: HashMap<String, PendingNode>,
-    /// The device id in each slot.
-    ids: [Option<String>; BLOCK_SLOTS],
-    /// Nodes whose disk `device_del` closed: the QEMU-style clean-up `blockdev-del` of one
-    /// succeeds (and forgets it), while the seeds' flow (`device_del` alone, then
-    /// `blockdev-add` of the same node again) works too. The image is closed either way.
+    pending: HashMap<String, Pending>,
+    /// The device id in each slot, by transport index.
+    ids: Vec<Option<String>>,
+    /// Backends whose device `device_del` removed: the QEMU-style clean-up (`blockdev-del`,
+    /// `netdev_del`) of one succeeds (and forgets it), while the seeds' flow (`device_del`
+    /// alone, then the same backend added again) works too. The backend is closed either way.
     released: HashSet<String>,
 }
 
-/// Hot-plug bookkeeping over the block slots.
-pub struct BlockHotplug {
-    slots: BlockSlots,
+impl State {
+    fn id_in_use(&self, id: &str) -> bool {
+        self.pending.contains_key(id) || self.ids.iter().flatten().any(|i| i == id)
+    }
+}
+
+/// Hot-plug bookkeeping over a VM's slot table.
+pub struct Hotplug {
+    table: SlotTable,
     state: Mutex<State>,
 }
 
-/// Canonical form of an image path, to tell whether two names are the same file.
-fn same_file_key(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
-}
-
-impl BlockHotplug {
-    /// `boot_ids` are the ids of the boot disks, slot by slot.
-    pub fn new(slots: BlockSlots, boot_ids: &[String]) -> Self {
-        let mut state = State::default();
-        for (i, id) in boot_ids.iter().take(BLOCK_SLOTS).enumerate() {
-            state.ids[i] = Some(id.clone());
+impl Hotplug {
+    /// `boot_ids[i]` is the id of the device in transport `i` (None for an empty slot).
+    pub fn new(table: SlotTable, boot_ids: &[Option<String>]) -> Self {
+        let mut ids = vec![None; table.slots().len()];
+        for (slot, id) in ids.iter_mut().zip(boot_ids) {
+            slot.clone_from(id);
         }
-        BlockHotplug {
-            slots,
-            state: Mutex::new(state),
+        Hotplug {
+            table,
+            state: Mutex::new(State {
+                ids,
+                ..Default::default()
+            }),
         }
     }
 
@@ -64,18 +175,52 @@ impl BlockHotplug {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn in_use(&self, state: &State, key: &Path) -> Option<String> {
-        let attached = self
-            .slots
-            .slots
+    fn identity_in_use(&self, state: &State, identity: &str) -> bool {
+        self.table
+            .slots()
             .iter()
-            .filter_map(|s| s.path())
-            .any(|p| same_file_key(&p) == key);
-        let pending = state
-            .pending
-            .values()
-            .any(|n| same_file_key(&n.path) == key);
-        (attached || pending).then(|| key.display().to_string())
+            .any(|s| s.handle.identity().as_deref() == Some(identity))
+            || state.pending.values().any(|n| n.identity == identity)
+    }
+
+    /// Opens a backend of `kind` under `id` (`blockdev-add`, `netdev_add`). `identity` names
+    /// what it uses (an image's canonical path, a TAP's name), so it cannot be used twice;
+    /// `open` runs only when every check has passed.
+    pub fn add_backend(
+        &self,
+        kind: SlotKind,
+        id: &str,
+        identity: String,
+        open: impl FnOnce() -> Result<Backend, String>,
+    ) -> Result<(), HotplugError> {
+        let w = words(kind);
+        if id.is_empty() {
+            return Err(HotplugError::Invalid(format!(
+                "{} must not be empty",
+                w.key
+            )));
+        }
+        let mut st = self.lock();
+        if st.id_in_use(id) {
+            return Err(HotplugError::Invalid(format!(
+                "{} '{id}' is already in use",
+                w.key
+            )));
+        }
+        if self.identity_in_use(&st, &identity) {
+            return Err(HotplugError::Invalid(match kind {
+                SlotKind::Disk => format!(
+                    "image {identity} is already in use by this VM (the root file system image cannot be plugged again)"
+                ),
+                _ => format!("{identity} is already in use by this VM"),
+            }));
+        }
+        let backend = open().map_err(HotplugError::Invalid)?;
+        debug_assert_eq!(backend.kind(), kind);
+        st.released.remove(id);
+        st.pending
+            .insert(id.to_string(), Pending { backend, identity });
+        Ok(())
     }
 
     /// `blockdev-add`: opens the image and keeps it under `node_name`.
@@ -86,119 +231,148 @@ impl BlockHotplug {
         read_only: bool,
         direct: bool,
     ) -> Result<(), HotplugError> {
-        if node_name.is_empty() {
-            return Err(HotplugError::Invalid("node-name must not be empty".into()));
-        }
-        let mut st = self.lock();
-        if st.pending.contains_key(node_name) || st.ids.iter().flatten().any(|i| i == node_name) {
-            return Err(HotplugError::Invalid(format!(
-                "node-name '{node_name}' is already in use"
-            )));
-        }
-        let key = same_file_key(filename);
-        if let Some(p) = self.in_use(&st, &key) {
-            return Err(HotplugError::Invalid(format!(
-                "image {p} is already in use by this VM (the root file system image cannot be plugged again)"
-            )));
-        }
-        let backend = BlockBackend::open(filename, read_only, direct)
-            .map_err(|e| HotplugError::Invalid(e.to_string()))?;
-        st.released.remove(node_name);
-        st.pending.insert(
-            node_name.to_string(),
-            PendingNode {
-                backend,
-                path: filename.to_path_buf(),
-            },
-        );
+        self.add_backend(SlotKind::Disk, node_name, identity_of(filename), || {
+            BlockBackend::open(filename, read_only, direct)
+                .map(Backend::Disk)
+                .map_err(|e| e.to_string())
+        })?;
         log::info!("blockdev-add: node {node_name} = {}", filename.display());
         Ok(())
     }
 
-    /// `blockdev-del` for a node that was added but never attached.
-    pub fn del_node(&self, node_name: &str) -> Result<(), HotplugError> {
+    /// Closes a backend of `kind` that was added but never attached (`blockdev-del`,
+    /// `netdev_del`).
+    pub fn del_backend(&self, kind: SlotKind, id: &str) -> Result<(), HotplugError> {
+        let w = words(kind);
         let mut st = self.lock();
-        if st.pending.remove(node_name).is_some() {
-            log::info!("blockdev-del: node {node_name} closed");
+        if st.pending.get(id).is_some_and(|p| p.backend.kind() == kind) {
+            st.pending.remove(id);
+            log::info!("{}: {id} closed", del_cmd(kind));
             return Ok(());
         }
-        if st.released.remove(node_name) {
-            log::info!("blockdev-del: node {node_name} (already closed by device_del)");
+        if st.released.remove(id) {
+            log::info!("{}: {id} (already closed by device_del)", del_cmd(kind));
             return Ok(());
         }
-        if st.ids.iter().flatten().any(|i| i == node_name) {
+        if st.ids.iter().flatten().any(|i| i == id) {
             return Err(HotplugError::Invalid(format!(
-                "node '{node_name}' is attached to a device; device_del it first"
+                "{} '{id}' is attached to a device; device_del it first",
+                if kind == SlotKind::Disk {
+                    "node"
+                } else {
+                    "netdev"
+                }
             )));
         }
-        Err(HotplugError::NotFound(format!(
-            "Cannot find block device node '{node_name}'"
-        )))
+        Err(HotplugError::NotFound(match kind {
+            SlotKind::Disk => format!("Cannot find block device node '{id}'"),
+            _ => format!("Cannot find {} '{id}'", w.noun),
+        }))
     }
 
-    /// `device_add` of a virtio-blk-mmio device `id` (backed by node `drive`, which defaults to
-    /// `id` and must equal it) into `slot`.
-    pub fn attach(&self, id: &str, drive: Option<&str>, slot: usize) -> Result<(), HotplugError> {
-        if let Some(d) = drive {
-            if d != id {
+    /// `blockdev-del` for a node that was added but never attached.
+    pub fn del_node(&self, node_name: &str) -> Result<(), HotplugError> {
+        self.del_backend(SlotKind::Disk, node_name)
+    }
+
+    /// `device_add` of a device `id` of `kind` (backed by the backend named `backend`, which
+    /// defaults to `id` and must equal it) into slot `kind_index` of its kind.
+    pub fn attach(
+        &self,
+        kind: SlotKind,
+        id: &str,
+        backend: Option<&str>,
+        kind_index: usize,
+    ) -> Result<(), HotplugError> {
+        let w = words(kind);
+        if let Some(b) = backend {
+            if b != id {
                 return Err(HotplugError::Invalid(format!(
-                    "the node-name of blockdev-add ('{d}') must equal the id of device_add ('{id}')"
+                    "the {} of {} ('{b}') must equal the id of device_add ('{id}')",
+                    w.key, w.add_cmd
                 )));
             }
         }
-        if slot >= BLOCK_SLOTS {
+        let Some(slot) = self.table.get(kind, kind_index) else {
             return Err(HotplugError::Invalid(format!(
-                "addr 0x{slot:x} is out of range: a VM has at most {BLOCK_SLOTS} disks (0x0-0x{:x})",
-                BLOCK_SLOTS - 1
+                "addr 0x{kind_index:x} is out of range: a VM has at most {} {} (0x0-0x{:x})",
+                w.limit,
+                w.plural,
+                w.limit - 1
             )));
-        }
+        };
         let mut st = self.lock();
         if st.ids.iter().flatten().any(|i| i == id) {
             return Err(HotplugError::Invalid(format!(
                 "Duplicate ID '{id}' for device"
             )));
         }
-        if !st.pending.contains_key(id) {
-            let why = if st.released.contains(id) {
-                " (device_del closed its image)"
+        if !st.pending.get(id).is_some_and(|p| p.backend.kind() == kind) {
+            let why = match (st.released.contains(id), kind) {
+                (false, _) => "",
+                (true, SlotKind::Disk) => " (device_del closed its image)",
+                (true, _) => " (device_del closed it)",
+            };
+            let what = if kind == SlotKind::Disk {
+                "block node"
             } else {
-                ""
+                "netdev"
             };
             return Err(HotplugError::Invalid(format!(
-                "no block node '{id}'{why}: run blockdev-add with node-name '{id}' first"
+                "no {what} '{id}'{why}: run {} with {} '{id}' first",
+                w.add_cmd, w.key
             )));
         }
-        let handle = &self.slots.slots[slot];
-        if handle.is_attached() || st.ids[slot].is_some() {
-            let holder = st.ids[slot].clone().unwrap_or_default();
+        if slot.handle.is_attached() || st.ids[slot.index].is_some() {
+            let holder = st.ids[slot.index].clone().unwrap_or_default();
             return Err(HotplugError::Invalid(format!(
-                "addr 0x{slot:x} (vd{}) already holds disk '{holder}'",
-                (b'a' + slot as u8) as char
+                "addr 0x{kind_index:x} ({}) already holds {} '{holder}'",
+                guest_name(kind, kind_index),
+                w.noun
             )));
         }
         let node = st.pending.remove(id).expect("checked above");
-        let path = node.path.clone();
-        if let Err(e) = handle.attach(node.backend, id) {
-            return Err(HotplugError::Invalid(e.to_string()));
+        let identity = node.identity.clone();
+        if let Err(e) = slot.handle.attach(node.backend, id) {
+            return Err(HotplugError::Invalid(e));
         }
-        st.ids[slot] = Some(id.to_string());
-        log::info!("device_add: disk {id} ({}) in slot {slot}", path.display());
+        st.ids[slot.index] = Some(id.to_string());
+        log::info!(
+            "device_add: {} {id} ({identity}) in slot {kind_index}",
+            w.noun
+        );
         Ok(())
     }
 
-    /// `device_del`: takes disk `id` out of its slot. Returns false if no disk has that id.
-    pub fn detach(&self, id: &str) -> Result<bool, HotplugError> {
+    /// `device_del`: takes device `id` out of its slot. Returns its kind, or None if no
+    /// hot-pluggable device has that id.
+    pub fn detach(&self, id: &str) -> Result<Option<SlotKind>, HotplugError> {
         let mut st = self.lock();
-        let Some(slot) = st.ids.iter().position(|i| i.as_deref() == Some(id)) else {
-            return Ok(false);
+        let Some(index) = st.ids.iter().position(|i| i.as_deref() == Some(id)) else {
+            return Ok(None);
         };
-        self.slots.slots[slot]
-            .detach()
-            .map_err(|e| HotplugError::Invalid(e.to_string()))?;
-        st.ids[slot] = None;
+        let slot: &Slot = &self.table.slots()[index];
+        if slot.kind == SlotKind::Fixed {
+            return Err(HotplugError::Invalid(format!(
+                "device '{id}' cannot be removed while the VM runs"
+            )));
+        }
+        slot.handle.detach().map_err(HotplugError::Invalid)?;
+        st.ids[index] = None;
         st.released.insert(id.to_string());
-        log::info!("device_del: disk {id} removed from slot {slot}, its image closed");
-        Ok(true)
+        log::info!(
+            "device_del: {} {id} removed from slot {}, its backend closed",
+            words(slot.kind).noun,
+            slot.kind_index
+        );
+        Ok(Some(slot.kind))
+    }
+}
+
+fn del_cmd(kind: SlotKind) -> &'static str {
+    match kind {
+        SlotKind::Disk => "blockdev-del",
+        _ => "netdev_del",
     }
 }
 
@@ -226,6 +400,7 @@ pub fn slot_from_addr(addr: Option<&str>, lun: Option<u64>) -> Result<usize, Hot
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn addr_and_lun_map_to_slots() {
@@ -244,15 +419,23 @@ mod tests {
         p
     }
 
-    fn hotplug(boot: &[&str]) -> BlockHotplug {
+    /// Six empty disk slots (no VM: the handles are enough), the first `boot.len()` named.
+    fn hotplug(boot: &[&str]) -> Hotplug {
         use devices::virtio::block::Block;
-        let blocks: Vec<Block> = (0..BLOCK_SLOTS).map(|i| Block::new(i, None)).collect();
-        let slots = BlockSlots {
-            slots: blocks.iter().map(|b| b.handle()).collect(),
-        };
+        let blocks: Vec<Block> = (0..DISK_SLOTS).map(|i| Block::new(i, None)).collect();
+        let table = SlotTable::for_tests(
+            blocks
+                .iter()
+                .map(|b| (SlotKind::Disk, SlotHandle::Disk(b.handle())))
+                .collect(),
+        );
         std::mem::forget(blocks);
-        let ids: Vec<String> = boot.iter().map(|s| s.to_string()).collect();
-        BlockHotplug::new(slots, &ids)
+        let ids: Vec<Option<String>> = boot.iter().map(|s| Some(s.to_string())).collect();
+        Hotplug::new(table, &ids)
+    }
+
+    fn attached(hp: &Hotplug, slot: usize) -> bool {
+        hp.table.slots()[slot].handle.is_attached()
     }
 
     #[test]
@@ -261,7 +444,7 @@ mod tests {
         let img = image("a");
         let img2 = image("b");
         assert!(hp
-            .attach("drive-0", None, 1)
+            .attach(SlotKind::Disk, "drive-0", None, 1)
             .unwrap_err()
             .to_string()
             .contains("blockdev-add"));
@@ -271,23 +454,23 @@ mod tests {
         let e = hp.add_node("other", &img, false, false).unwrap_err();
         assert!(e.to_string().contains("already in use by this VM"), "{e}");
         assert!(
-            hp.attach("drive-0", Some("x"), 1).is_err(),
+            hp.attach(SlotKind::Disk, "drive-0", Some("x"), 1).is_err(),
             "node-name must equal id"
         );
         assert!(hp
-            .attach("drive-0", None, 6)
+            .attach(SlotKind::Disk, "drive-0", None, 6)
             .unwrap_err()
             .to_string()
             .contains("at most 6"));
-        hp.attach("drive-0", None, 1).unwrap();
-        assert!(hp.slots.slots[1].is_attached());
+        hp.attach(SlotKind::Disk, "drive-0", None, 1).unwrap();
+        assert!(attached(&hp, 1));
         hp.add_node("drive-1", &img2, false, false).unwrap();
-        let e = hp.attach("drive-1", None, 1).unwrap_err();
+        let e = hp.attach(SlotKind::Disk, "drive-1", None, 1).unwrap_err();
         assert!(
             e.to_string().contains("already holds disk 'drive-0'"),
             "{e}"
         );
-        let e = hp.attach("drive-0", None, 2).unwrap_err();
+        let e = hp.attach(SlotKind::Disk, "drive-0", None, 2).unwrap_err();
         assert!(e.to_string().contains("Duplicate ID"), "{e}");
         assert!(
             hp.del_node("drive-0").is_err(),
@@ -298,16 +481,16 @@ mod tests {
             hp.del_node("drive-1"),
             Err(HotplugError::NotFound(_))
         ));
-        assert_eq!(hp.detach("drive-0"), Ok(true));
-        assert!(!hp.slots.slots[1].is_attached());
-        assert_eq!(hp.detach("drive-0"), Ok(false));
-        let e = hp.attach("drive-0", None, 1).unwrap_err();
+        assert_eq!(hp.detach("drive-0"), Ok(Some(SlotKind::Disk)));
+        assert!(!attached(&hp, 1));
+        assert_eq!(hp.detach("drive-0"), Ok(None));
+        let e = hp.attach(SlotKind::Disk, "drive-0", None, 1).unwrap_err();
         assert!(e.to_string().contains("device_del closed its image"), "{e}");
         // The seeds' flow: the image is free again, the same node can be added again.
         hp.add_node("drive-0", &img, true, false).unwrap();
-        hp.attach("drive-0", None, 1).unwrap();
+        hp.attach(SlotKind::Disk, "drive-0", None, 1).unwrap();
         // QEMU's flow: device_del, then blockdev-del of the same node succeeds, once.
-        assert_eq!(hp.detach("drive-0"), Ok(true));
+        assert_eq!(hp.detach("drive-0"), Ok(Some(SlotKind::Disk)));
         hp.del_node("drive-0").unwrap();
         assert!(matches!(
             hp.del_node("drive-0"),

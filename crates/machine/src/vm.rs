@@ -8,8 +8,8 @@ use crate::exit::{ExitNotifier, VmExitReason};
 use crate::layout::*;
 use crate::legacy::LegacyDevices;
 use crate::memory;
+use crate::slots::SlotTable;
 use crate::vcpu::{self, Vcpu, VcpuControl, VcpuHandle, VcpuSet, VcpuShared};
-use crate::virtio_slots::BlockSlots;
 use config::VmConfig;
 use devices::bus::lock;
 use devices::pvpanic::{PanicNotifier, PvPanic, PVPANIC_PORT};
@@ -70,7 +70,9 @@ pub struct Machine {
     serial_stdio: bool,
     exit: Arc<ExitNotifier>,
     events: Option<EventEmitter>,
-    blocks: BlockSlots,
+    slots: SlotTable,
+    /// The id of each slot's device (None for an empty slot).
+    slot_ids: Vec<Option<String>>,
 }
 
 /// What the rest of the VMM (QMP) can do with a running VM.
@@ -222,9 +224,11 @@ impl Machine {
         )
         .map_err(|e| dev_err("pvpanic", &e))?;
         let mut mmio = Bus::new();
-        let (blocks, virtio_cmdline) =
-            crate::virtio_slots::create_block_slots(&vm, &mem, &mut mmio, &cfg.drives)
+        let mut slots = SlotTable::default();
+        let slot_ids =
+            crate::attach::attach_disk_slots(&mut slots, &vm, &mem, &mut mmio, &cfg.drives)
                 .map_err(MachineError::Device)?;
+        let virtio_cmdline = slots.cmdline_entries();
 
         // Kernel, command line, initrd and boot tables.
         let k = kernel::load_kernel(&mem, &cfg.boot.kernel)?;
@@ -348,13 +352,14 @@ impl Machine {
             serial_stdio,
             exit,
             events: None,
-            blocks,
+            slots,
+            slot_ids,
         })
     }
 
-    /// The virtio-blk slots (for hot-plug).
-    pub fn block_slots(&self) -> BlockSlots {
-        self.blocks.clone()
+    /// The virtio slots and the ids of their boot devices (for hot-plug).
+    pub fn slots(&self) -> (SlotTable, Vec<Option<String>>) {
+        (self.slots.clone(), self.slot_ids.clone())
     }
 
     /// Where QMP events go.
@@ -370,8 +375,8 @@ impl Machine {
     /// Starts every vCPU thread; the boot vCPU begins executing the kernel.
     pub fn start(&mut self) -> Result<Arc<VmHandle>, MachineError> {
         vcpu::install_kick_handler().map_err(MachineError::Thread)?;
-        let blocks = self.blocks.clone();
-        cleanup::on_exit(move || blocks.flush_all());
+        let slots = self.slots.clone();
+        cleanup::on_exit(move || slots.flush_all());
         let control = self.control.clone();
         let mut handles = Vec::new();
         for v in self.vcpus.drain(..) {

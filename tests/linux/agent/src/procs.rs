@@ -180,7 +180,10 @@ pub fn signal(req: &Value) -> Result<Value, String> {
     // SAFETY: kill(2) takes plain integers; no memory is involved.
     let rc = unsafe { libc::kill(target as libc::pid_t, sig as libc::c_int) };
     if rc != 0 {
-        return Err(format!("kill {target}: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "kill {target}: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(json!({"ok": true}))
 }

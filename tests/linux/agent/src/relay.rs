@@ -90,7 +90,11 @@ fn pump(mut from: impl Read, mut to: impl Write, done: impl FnOnce(&mut dyn Writ
 
 /// Host connection <-> child's stdin/stdout. The host closing its side closes the child's
 /// stdin; the child closing stdout half-closes the connection.
-pub fn child(host_in: BufReader<TcpStream>, host_out: TcpStream, c: ChildIo) -> std::io::Result<()> {
+pub fn child(
+    host_in: BufReader<TcpStream>,
+    host_out: TcpStream,
+    c: ChildIo,
+) -> std::io::Result<()> {
     let ChildIo { stdin, stdout } = c;
     let t = std::thread::spawn(move || pump(host_in, stdin, |_| {}));
     pump(stdout, &host_out, |_| {});
@@ -100,7 +104,11 @@ pub fn child(host_in: BufReader<TcpStream>, host_out: TcpStream, c: ChildIo) -> 
 }
 
 /// Host connection <-> a socket in L1, each direction half-closed at its EOF.
-pub fn sockets(host_in: BufReader<TcpStream>, host_out: TcpStream, s: Socket) -> std::io::Result<()> {
+pub fn sockets(
+    host_in: BufReader<TcpStream>,
+    host_out: TcpStream,
+    s: Socket,
+) -> std::io::Result<()> {
     let to_sock = s.try_clone()?;
     let t = std::thread::spawn(move || {
         let closer = to_sock.try_clone();

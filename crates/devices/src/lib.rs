@@ -2,7 +2,9 @@
 
 pub mod bus;
 pub mod legacy;
+pub mod persist;
 pub mod pvpanic;
 pub mod virtio;
 
 pub use bus::{Bus, BusDevice, BusError};
+pub use persist::Persist;

@@ -70,7 +70,7 @@ pub fn host_wall_clock() -> i128 {
 }
 
 /// A calendar time, all fields binary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct DateTime {
     year: i64,
     month: u8,
@@ -462,6 +462,61 @@ impl Rtc {
         let host = (self.clock)();
         self.offset_ns = i128::from(t.to_unix()) * NS_PER_SEC + phase_ns - host;
         self.checked_ns = self.guest_now();
+    }
+}
+
+/// The RTC's snapshot state. The clock offset is kept against the host's wall clock, so a
+/// restored guest reads the time of day of the host it runs on, as it did before.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RtcState {
+    index: u8,
+    cmos: Vec<u8>,
+    offset_ns: i128,
+    held: Option<DateTime>,
+    flags: u8,
+    /// Guest time up to which events were counted, relative to "now" at the save.
+    checked_ago_ns: i128,
+    irq_raised: bool,
+}
+
+/// What a restored RTC needs: its IRQ line and the clock it reads.
+pub struct RtcArgs {
+    pub irq: EventFd,
+    pub clock: WallClock,
+}
+
+impl crate::Persist for Rtc {
+    type State = RtcState;
+    type ConstructorArgs = RtcArgs;
+    type Error = std::io::Error;
+
+    fn save(&self) -> RtcState {
+        RtcState {
+            index: self.index,
+            cmos: self.cmos.to_vec(),
+            offset_ns: self.offset_ns,
+            held: self.held,
+            flags: self.flags,
+            checked_ago_ns: self.guest_now() - self.checked_ns,
+            irq_raised: self.irq_raised,
+        }
+    }
+
+    fn restore(args: RtcArgs, state: &RtcState) -> std::io::Result<Self> {
+        let mut rtc = Rtc::new(args.irq, args.clock)?;
+        let n = state.cmos.len().min(rtc.cmos.len());
+        rtc.cmos[..n].copy_from_slice(&state.cmos[..n]);
+        rtc.index = state.index & 0x7f;
+        rtc.offset_ns = state.offset_ns;
+        rtc.held = state.held;
+        rtc.flags = state.flags;
+        rtc.irq_raised = state.irq_raised;
+        // Events between the save and now are counted at the next read, as if no time had
+        // passed while the VM was away.
+        rtc.checked_ns = rtc.guest_now() - state.checked_ago_ns.max(0);
+        let now = rtc.guest_now();
+        rtc.arm(now);
+        Ok(rtc)
     }
 }
 

@@ -280,3 +280,34 @@ fn ram_is_kept_and_status_registers_are_read_only() {
     f.rtc.read(7, &mut b);
     f.rtc.write(9, &[1]);
 }
+
+#[test]
+fn save_and_restore_keep_the_time_registers_and_ram() {
+    use crate::Persist;
+    let mut f = Fixture::at(T0);
+    f.set(REG_B, B_24H | B_DM_BINARY);
+    f.set(0x40, 0xab);
+    f.set(REG_HOURS, 3);
+    f.set(REG_SECONDS_ALARM, 0xc0);
+    let state = f.rtc.save();
+    let now = f.now.clone();
+    let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    let mut g = Fixture {
+        rtc: Rtc::restore(
+            RtcArgs {
+                irq: irq.try_clone().unwrap(),
+                clock: Box::new(move || i128::from(now.load(Ordering::SeqCst))),
+            },
+            &state,
+        )
+        .unwrap(),
+        now: f.now.clone(),
+        irq,
+    };
+    assert_eq!(g.rtc.save(), state);
+    assert_eq!(g.get(REG_HOURS), 3);
+    assert_eq!(g.get(0x40), 0xab);
+    assert_eq!(g.get(REG_B), B_24H | B_DM_BINARY);
+    let back: RtcState = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+    assert_eq!(back, state);
+}

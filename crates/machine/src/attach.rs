@@ -3,8 +3,9 @@
 
 use crate::hotplug::SlotHandle;
 use crate::slots::{SlotKind, SlotTable, DISK_SLOTS};
-use config::DriveConfig;
+use config::{ConsoleConfig, DriveConfig};
 use devices::virtio::block::{Block, BlockBackend};
+use devices::virtio::console::{Console, ConsoleSocket};
 use devices::Bus;
 use kvm_ioctls::VmFd;
 use vm_memory::GuestMemoryMmap;
@@ -42,4 +43,37 @@ pub fn attach_disk_slots(
         ids.push(drive.map(|d| d.id.clone()));
     }
     Ok(ids)
+}
+
+/// Creates the console's socket (mode 0600; removed on every exit path from here on) and puts
+/// the virtio-console in the next slot; its `console` thread serves the socket from now on, so
+/// a client may connect before the guest starts. Returns the device id.
+pub fn attach_console(
+    table: &mut SlotTable,
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    mmio: &mut Bus,
+    console: &ConsoleConfig,
+) -> Result<String, String> {
+    let socket = ConsoleSocket::bind(&console.socket_path).map_err(|e| e.to_string())?;
+    let file = socket.file();
+    sandbox::last_resort::unlink_on_abort(file.path());
+    crate::cleanup::on_exit(move || file.remove());
+    let device =
+        Console::new(socket).map_err(|e| format!("cannot start the console thread: {e}"))?;
+    let slot = table.attach(
+        vm,
+        mem,
+        mmio,
+        SlotKind::Fixed,
+        Box::new(device),
+        SlotHandle::Fixed,
+    )?;
+    log::info!(
+        "console {} on socket {} in slot {} (hvc0)",
+        console.id,
+        console.socket_path.display(),
+        slot.index
+    );
+    Ok(console.id.clone())
 }

@@ -225,9 +225,15 @@ impl Machine {
         .map_err(|e| dev_err("pvpanic", &e))?;
         let mut mmio = Bus::new();
         let mut slots = SlotTable::default();
-        let slot_ids =
+        let mut slot_ids =
             crate::attach::attach_disk_slots(&mut slots, &vm, &mem, &mut mmio, &cfg.drives)
                 .map_err(MachineError::Device)?;
+        // The other devices after the disk and NIC slots.
+        if let Some(console) = &cfg.console {
+            let id = crate::attach::attach_console(&mut slots, &vm, &mem, &mut mmio, console)
+                .map_err(MachineError::Device)?;
+            slot_ids.push(Some(id));
+        }
         let virtio_cmdline = slots.cmdline_entries();
 
         // Kernel, command line, initrd and boot tables.

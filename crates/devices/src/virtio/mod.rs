@@ -6,9 +6,11 @@
 //!   when the driver sets DRIVER_OK.
 //! - [`Interrupt`] (`interrupt.rs`): the interrupt status register and the irqfd, shared by the
 //!   transport (which the guest acknowledges through) and the device (which raises it).
-//! - [`VirtioDevice`] (`device.rs`): what a device (block, and later net, console, balloon)
+//! - [`VirtioDevice`] (`device.rs`): what a device (block, console, and later net, balloon)
 //!   implements to plug into the transport.
 //! - [`block`]: virtio-blk on raw image files.
+//! - [`console`]: virtio-console (port 0, the guest's hvc0) on a Unix socket.
+//! - [`queue_state`]: a queue's position as snapshot data.
 //!
 //! Wiring one block slot into a machine (guest memory `mem`, window at `base`, GSI `irq`):
 //! ```text
@@ -28,9 +30,11 @@
 
 pub mod block;
 mod cmdline;
+pub mod console;
 mod device;
 mod interrupt;
 mod mmio;
+pub mod queue_state;
 
 pub use cmdline::mmio_cmdline_entry;
 pub use device::{read_config_bytes, ActivateError, VirtioDevice};

@@ -22,6 +22,7 @@ mod shell;
 mod smp;
 mod system;
 mod virtio_blk;
+mod virtio_console;
 mod virtio_mmio;
 
 use testkernel::bootinfo::CMDLINE_MAX;
@@ -95,6 +96,7 @@ extern "C" fn kmain(protocol: u64, info: u64) -> ! {
     apic::start_timer(interrupts::TIMER_VECTOR, apic::TIMER_COUNT_100HZ);
     serial::enable_rx_irq();
     virtio_blk::init(cmdline);
+    virtio_console::init(cmdline);
 
     let usable = e820::usable_bytes(memmap);
     let virtio = virtio_mmio::devices().len() as u64;

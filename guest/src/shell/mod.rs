@@ -7,6 +7,7 @@
 
 mod basic;
 mod blk;
+mod con;
 mod mem;
 mod power;
 
@@ -30,6 +31,7 @@ const GROUPS: &[&[Command]] = &[
     basic::COMMANDS,
     mem::COMMANDS,
     blk::COMMANDS,
+    con::COMMANDS,
     power::COMMANDS,
 ];
 

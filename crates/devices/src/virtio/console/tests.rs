@@ -280,6 +280,53 @@ fn a_replaced_client_and_its_successor_share_the_stream_without_a_gap() {
 }
 
 #[test]
+fn the_successor_of_a_client_that_stopped_reading_gets_the_rest() {
+    let m = Arc::new(mem());
+    let r = rig(&m, "handover-stuck");
+    let all = pattern(16 << 16, 8);
+    put_data(&m, 0x10_0000, &all);
+    // a never reads: its socket and the output buffer fill up, the guest waits.
+    let mut a = r.client();
+    for h in 0..16u16 {
+        let at = 0x10_0000 + u64::from(h) * 0x1_0000;
+        r.tx.chain(h, &[(at, 0x1_0000, false)]);
+    }
+    r.tx_kick.write(1).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(r.tx.used().len() < 16);
+    // b takes over (reading all the time) and gets everything a did not: the buffer, then
+    // the rest of the chains.
+    let path = r.path.clone();
+    let total = all.len();
+    // How much a got, once a's stream has ended.
+    let a_len = Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+    let a_len2 = a_len.clone();
+    let b = std::thread::spawn(move || {
+        let mut b = connect(&path);
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let until = std::time::Instant::now() + SECOND;
+        let left = |got: usize| match a_len2.load(std::sync::atomic::Ordering::SeqCst) {
+            usize::MAX => true,
+            a => got + a < total,
+        };
+        while left(got.len()) && std::time::Instant::now() < until {
+            if let Ok(n) = std::io::Read::read(&mut b, &mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        got
+    });
+    std::thread::sleep(GRACE * 2);
+    let from_a = read_to_end(&mut a);
+    a_len.store(from_a.len(), std::sync::atomic::Ordering::SeqCst);
+    let from_b = b.join().unwrap();
+    assert_eq!(from_a.len() + from_b.len(), all.len());
+    assert!([from_a, from_b].concat() == all);
+    assert!(eventually(|| r.tx.used().len() == 16));
+}
+
+#[test]
 fn a_client_that_stops_sending_still_reads() {
     let m = Arc::new(mem());
     let r = rig(&m, "half-closed");

@@ -207,6 +207,16 @@ struct Worker {
     bounce: Box<[u8]>,
 }
 
+/// Where moving output stopped.
+enum Drained {
+    /// The transmitq is empty (or broken); its notifications are on.
+    Empty,
+    /// The output buffer is full and the client takes no more now.
+    Blocked,
+    /// The turn's budget ran out with output left.
+    Budget,
+}
+
 /// Slots of the poll set.
 const WAKE: usize = 0;
 const LISTENER: usize = 1;
@@ -400,15 +410,21 @@ impl Worker {
             tx_skip,
             ..
         } = st;
-        if let Some(a) = active.as_mut().filter(|a| !a.broken) {
-            self.fill_input(a);
+        let Some(a) = active.as_mut().filter(|a| !a.broken) else {
             self.flush(output);
-            let more = self.drain_output(a, output, tx_skip);
+            return false;
+        };
+        self.fill_input(a);
+        self.flush(output);
+        loop {
+            let drained = self.drain_output(a, output, tx_skip);
             self.flush(output);
-            more
-        } else {
-            self.flush(output);
-            false
+            match drained {
+                // The client took enough to go on: no event would come to say so.
+                Drained::Blocked if !output.is_full() => continue,
+                Drained::Blocked | Drained::Empty => return false,
+                Drained::Budget => return true,
+            }
         }
     }
 
@@ -501,14 +517,19 @@ impl Worker {
 
     /// Guest output into the output buffer: while a client reads, until the buffer is full
     /// (the guest then waits for the client); while nobody does, all of it, the newest bytes
-    /// pushing out the oldest. True if the turn's budget ran out with output left.
-    fn drain_output(&mut self, a: &mut Active, output: &mut OutputBuffer, skip: &mut u64) -> bool {
+    /// pushing out the oldest.
+    fn drain_output(
+        &mut self,
+        a: &mut Active,
+        output: &mut OutputBuffer,
+        skip: &mut u64,
+    ) -> Drained {
         let mut budget = TX_BUDGET;
         let mut used = false;
         let more = 'outer: loop {
             if let Err(e) = a.tx.disable_notification(&*a.mem) {
                 a.mark_broken(&e);
-                break false;
+                break Drained::Empty;
             }
             loop {
                 if a.cursor.is_none() {
@@ -516,7 +537,7 @@ impl Worker {
                         Ok(mut it) => it.next(),
                         Err(e) => {
                             a.mark_broken(&e);
-                            break 'outer false;
+                            break 'outer Drained::Empty;
                         }
                     };
                     let Some(chain) = chain else { break };
@@ -530,7 +551,7 @@ impl Worker {
                         Err(e) => {
                             a.reject("transmitq", &e);
                             if !a.add_used(false, head, 0) {
-                                break 'outer false;
+                                break 'outer Drained::Empty;
                             }
                             used = true;
                             continue;
@@ -542,8 +563,9 @@ impl Worker {
                     if output.is_full() {
                         self.flush(output);
                         if output.is_full() {
-                            // The client is slow: the guest waits for it.
-                            break 'outer false;
+                            // The client is slow: the guest waits for it (its buffers stay
+                            // unnotified until the client reads).
+                            break 'outer Drained::Blocked;
                         }
                     }
                     let copied = c.copy_into(output.spare());
@@ -561,7 +583,7 @@ impl Worker {
                         a.cursor = None;
                         a.reject("transmitq", &e);
                         if !a.add_used(false, head, 0) {
-                            break 'outer false;
+                            break 'outer Drained::Empty;
                         }
                         used = true;
                         continue;
@@ -571,20 +593,20 @@ impl Worker {
                     let head = c.head();
                     a.cursor = None;
                     if !a.add_used(false, head, 0) {
-                        break 'outer false;
+                        break 'outer Drained::Empty;
                     }
                     used = true;
                 }
                 if budget == 0 {
-                    break 'outer true;
+                    break 'outer Drained::Budget;
                 }
             }
             match a.tx.enable_notification(&*a.mem) {
                 Ok(true) => continue,
-                Ok(false) => break false,
+                Ok(false) => break Drained::Empty,
                 Err(e) => {
                     a.mark_broken(&e);
-                    break false;
+                    break Drained::Empty;
                 }
             }
         };

@@ -501,8 +501,15 @@ impl Console {
         }
     }
 
+    /// The lowest free transmit slot below `slots` (at most 64).
     fn free_slot(&self, slots: usize) -> Option<usize> {
-        (0..slots).find(|&s| self.tx_busy & (1u64 << s) == 0)
+        let all = if slots >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << slots) - 1
+        };
+        let free = !self.tx_busy & all;
+        (free != 0).then(|| free.trailing_zeros() as usize)
     }
 
     /// Sends `len` bytes in chains of at most `chunk` bytes, each filled by `fill(buf,

@@ -82,7 +82,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
     spec("omit_vm_memory", Flag, "", "leave guest memory out of core dumps"),
     spec("config", Value, "FILE.json", "read the VM configuration from a JSON file (other options override it)"),
     spec("machine", Value, "[type=]microvm[,dump-guest-core=on|off]", "machine type (only microvm)"),
-    spec("incoming", Value, "file:/abs/dir", concat_help!("start from a snapshot directory")),
+    spec("incoming", Value, "file:/abs/dir", "start from a snapshot directory (QMP migrate writes one), with the configuration it was taken with"),
     spec("h", Help, "", "print this help"),
     spec("help", Help, "", "print this help"),
     spec("V", Version, "", "print the version"),
@@ -185,7 +185,7 @@ pub fn usage() -> String {
          [-D [FILE]] [-pidfile FILE -daemonize] [-disable-seccomp]\n\n\
          Environment:\n  STRATOVIRT_LOG_LEVEL=off|error|warn|info|debug|trace\n        \
          the log level (default: info with -D, warn without)\n\n\
-         Not supported yet: virtio-net, virtio-console, vsock, balloon, snapshots (-incoming, migrate); \
+         Not supported yet: virtio-net, virtio-console, vsock, balloon; \
          vCPU hot-plug; machine types other than microvm; serial backends other than stdio; \
          hosts other than x86_64.",
     );
@@ -280,7 +280,7 @@ mod tests {
     #[test]
     fn help_marks_what_is_not_supported_yet() {
         let u = usage();
-        for name in ["-netdev", "-chardev", "-incoming"] {
+        for name in ["-netdev", "-chardev"] {
             let line = u
                 .lines()
                 .skip_while(|l| !l.starts_with(&format!("  {name} ")))

@@ -27,14 +27,17 @@ pub enum ThreadKind {
     Qmp,
     /// `blk<N>`: one virtio-blk disk's I/O.
     Blk,
+    /// `migrate`: writing a snapshot (QMP `migrate`) while QMP keeps answering.
+    Migrate,
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 4] = [
+    pub const ALL: [ThreadKind; 5] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::Qmp,
         ThreadKind::Blk,
+        ThreadKind::Migrate,
     ];
 
     /// The kind's name in the policy file.
@@ -44,6 +47,7 @@ impl ThreadKind {
             ThreadKind::Vcpu => "vcpu",
             ThreadKind::Qmp => "qmp",
             ThreadKind::Blk => "blk",
+            ThreadKind::Migrate => "migrate",
         }
     }
 
@@ -54,6 +58,7 @@ impl ThreadKind {
             ThreadKind::Vcpu => generated::SYSCALLS_VCPU,
             ThreadKind::Qmp => generated::SYSCALLS_QMP,
             ThreadKind::Blk => generated::SYSCALLS_BLK,
+            ThreadKind::Migrate => generated::SYSCALLS_MIGRATE,
         }
     }
 
@@ -64,6 +69,7 @@ impl ThreadKind {
             ThreadKind::Vcpu => (generated::ALLOW_VCPU, generated::ERRNO_VCPU),
             ThreadKind::Qmp => (generated::ALLOW_QMP, generated::ERRNO_QMP),
             ThreadKind::Blk => (generated::ALLOW_BLK, generated::ERRNO_BLK),
+            ThreadKind::Migrate => (generated::ALLOW_MIGRATE, generated::ERRNO_MIGRATE),
         }
     }
 }

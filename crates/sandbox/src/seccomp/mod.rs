@@ -74,6 +74,29 @@ impl ThreadKind {
     }
 }
 
+/// The table of docs/security.md: each thread kind's system calls and BPF program size (a
+/// test keeps the document equal to it; `cargo test -p sv-sandbox doc_table -- --nocapture`
+/// prints it).
+pub fn doc_table() -> String {
+    let mut t =
+        String::from("| kind | system calls | BPF instructions | allowed |\n|---|---|---|---|\n");
+    for k in ThreadKind::ALL {
+        let (allow, errno) = k.programs();
+        t.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            k.name(),
+            k.syscalls().len(),
+            allow.len() + errno.len(),
+            k.syscalls().join(", ")
+        ));
+    }
+    t.push_str(&format!(
+        "| all threads together | {} | | |\n",
+        all_syscalls().len()
+    ));
+    t
+}
+
 /// Every system call some thread may make, sorted.
 pub fn all_syscalls() -> Vec<&'static str> {
     let mut all: Vec<&str> = ThreadKind::ALL

@@ -307,3 +307,18 @@ fn policy_constants_match_the_kernel_headers() {
         }
     }
 }
+
+#[test]
+fn doc_table_is_what_docs_security_md_shows() {
+    let table = doc_table();
+    println!("{table}");
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/security.md"
+    ))
+    .unwrap();
+    assert!(
+        doc.contains(&table),
+        "docs/security.md's seccomp table is out of date; it should read:\n{table}"
+    );
+}

@@ -1,5 +1,6 @@
 //! The machine as QMP sees it: `VmControl` over a running VM.
 
+use crate::migration::Migration;
 use config::{CpuTopology, VmConfig};
 use machine::hotplug::{slot_from_addr, Hotplug, HotplugError};
 use machine::{SlotKind, SlotTable, VmExitReason, VmHandle, VmRunState};
@@ -13,20 +14,34 @@ pub struct VmController {
     vcpus: u8,
     topology: CpuTopology,
     hotplug: Hotplug,
+    migration: Arc<Migration>,
 }
 
 impl VmController {
+    /// Also starts the `migrate` thread: call it before the main thread installs its seccomp
+    /// filter (see migration.rs).
     pub fn new(
         vm: Arc<VmHandle>,
         cfg: &VmConfig,
         (slots, boot_ids): (SlotTable, Vec<Option<String>>),
-    ) -> Self {
-        VmController {
+    ) -> Result<Self, String> {
+        Ok(VmController {
             vm,
             vcpus: cfg.machine.vcpus,
             topology: cfg.machine.topology(),
             hotplug: Hotplug::new(slots, &boot_ids),
+            migration: Migration::start_thread(cfg.incoming.is_some())?,
+        })
+    }
+
+    /// Nothing may change the VM while a snapshot of it is being written.
+    fn not_while_saving(&self, what: &str) -> Result<(), QmpError> {
+        if self.migration.in_progress() {
+            return Err(QmpError::generic(format!(
+                "cannot {what} while a snapshot is being written"
+            )));
         }
+        Ok(())
     }
 }
 
@@ -66,6 +81,7 @@ impl qmp::VmControl for VmController {
     }
 
     fn cont(&self) -> Result<(), QmpError> {
+        self.not_while_saving("resume the VM")?;
         self.vm.resume().map_err(QmpError::generic)?;
         log::info!("VM resumed");
         Ok(())
@@ -113,6 +129,7 @@ impl qmp::VmControl for VmController {
     }
 
     fn device_add(&self, args: &DeviceAddArguments) -> Result<(), QmpError> {
+        self.not_while_saving("add a device")?;
         if args.driver == "virtio-net-mmio" || args.driver == "virtio-net-device" {
             return Err(QmpError::generic("virtio-net is not supported yet"));
         }
@@ -129,9 +146,20 @@ impl qmp::VmControl for VmController {
     }
 
     fn device_del(&self, id: &str) -> Result<(), QmpError> {
+        self.not_while_saving("remove a device")?;
         match self.hotplug.detach(id).map_err(qmp_error)? {
             Some(_) => Ok(()),
             None => Err(QmpError::device_not_found(id)),
         }
+    }
+
+    fn migrate(&self, uri: &str) -> Result<qmp::MigrateStarted, QmpError> {
+        self.migration
+            .start(&self.vm, uri, self.hotplug.slot_ids())
+            .inspect_err(|e| log::warn!("migrate refused: {}", e.desc))
+    }
+
+    fn query_migrate(&self) -> qmp::MigrationInfo {
+        self.migration.info()
     }
 }

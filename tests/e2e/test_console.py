@@ -535,3 +535,54 @@ def find_thread(pid, name):
             if f.read().strip() == name:
                 return tid
     raise AssertionError(f"no thread {name}")
+
+
+# -- snapshots ---------------------------------------------------------------------------------
+
+def test_a_snapshot_keeps_the_buffered_output_and_the_restored_console_goes_on(tmp_path):
+    from test_snapshot import qmp_vm, restore, snapshot
+    snap = tmp_path / "snap"
+    vm, q = qmp_vm(tmp_path, "src", extra=console_args(tmp_path / "src-con.sock"))
+    try:
+        # Output nobody has read yet is part of the snapshot.
+        vm.cmd_ok("con write 20000 17")
+        snapshot(q, snap)
+    finally:
+        vm.kill()
+    # The restored VM needs a console in its configuration, on a socket of its own.
+    r = subprocess.run([BIN, "-kernel", KERNEL_BIN, "-m", "256", "-smp", "2", "-incoming", f"file:{snap}"],
+                       capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "virtio devices" in r.stderr, r.stderr
+    sock = tmp_path / "dst-con.sock"
+    vm2, q2 = restore(tmp_path, "dst", snap, extra=console_args(sock))
+    try:
+        c = Client(sock)
+        assert c.wait_bytes(20000) == stream(17, 20000), "the buffered output, from the snapshot"
+        c.take()
+        assert "state=ready" in vm2.cmd_ok("con info")[0]
+        vm2.cmd_ok("con print restored")
+        assert c.wait_bytes(9) == b"restored\n"
+        c.send(b"typed")
+        assert vm2.cmd_ok("con read 5") == [f"crc32={zlib.crc32(b'typed'):08x} bytes=5"]
+        q2.close()
+    finally:
+        vm2.kill()
+
+
+def test_a_snapshot_without_a_console_is_not_restored_with_one(tmp_path):
+    from test_snapshot import qmp_vm, snapshot
+    snap = tmp_path / "snap"
+    vm, q = qmp_vm(tmp_path, "src")
+    try:
+        snapshot(q, snap)
+    finally:
+        vm.kill()
+    sock = tmp_path / "c.sock"
+    r = subprocess.run([BIN, "-kernel", KERNEL_BIN, "-m", "256", "-smp", "2", "-incoming", f"file:{snap}"]
+                       + console_args(sock), capture_output=True, text=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 1, r.stderr
+    assert re.fullmatch(r"stratovirt: cannot restore the snapshot: the snapshot has \d+ virtio "
+                        r"devices and no console\n", r.stderr), r.stderr
+    assert not sock.exists(), "the socket goes with the failed start"

@@ -24,17 +24,10 @@ use crate::schema::{
     StatusInfo, VersionInfo,
 };
 
-/// Commands that StratoVirt documents but this build does not have yet (virtio-net, balloon,
-/// snapshots): they answer "not supported yet" rather than `CommandNotFound`, and are not in
+/// Commands that StratoVirt documents but this build does not have yet (virtio-net, balloon):
+/// they answer "not supported yet" rather than `CommandNotFound`, and are not in
 /// `query-commands`.
-pub const NOT_SUPPORTED_YET: &[&str] = &[
-    "netdev_add",
-    "netdev_del",
-    "balloon",
-    "query-balloon",
-    "migrate",
-    "query-migrate",
-];
+pub const NOT_SUPPORTED_YET: &[&str] = &["netdev_add", "netdev_del", "balloon", "query-balloon"];
 
 /// What the machine provides to the QMP commands.
 ///
@@ -71,6 +64,14 @@ pub trait VmControl: Send + Sync {
     /// `device_del`: detach device `id`; the dispatcher then emits `DEVICE_DELETED`.
     fn device_del(&self, _id: &str) -> Result<(), QmpError> {
         Err(QmpError::not_supported("device_del"))
+    }
+    /// `migrate`: start writing a snapshot to a `file:` URI (pausing a running VM first).
+    fn migrate(&self, _uri: &str) -> Result<crate::migration::MigrateStarted, QmpError> {
+        Err(QmpError::not_supported("migrate"))
+    }
+    /// `query-migrate`: where the last `migrate` (or the restore) stands.
+    fn query_migrate(&self) -> crate::migration::MigrationInfo {
+        crate::migration::MigrationInfo::new(crate::migration::MigrationStatus::None)
     }
 }
 
@@ -147,6 +148,7 @@ impl Dispatcher {
         d.register("query-version", query_version);
         d.register("query-commands", query_commands);
         crate::block::register(&mut d);
+        crate::migration::register(&mut d);
         d
     }
 

@@ -82,7 +82,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
     spec("omit_vm_memory", Flag, "", "leave guest memory out of core dumps"),
     spec("config", Value, "FILE.json", "read the VM configuration from a JSON file (other options override it)"),
     spec("machine", Value, "[type=]microvm[,dump-guest-core=on|off]", "machine type (only microvm)"),
-    spec("incoming", Value, "file:/abs/dir", concat_help!("start from a snapshot directory")),
+    spec("incoming", Value, "file:/abs/dir", "start from a snapshot directory (QMP migrate writes one), with the configuration it was taken with"),
     spec("h", Help, "", "print this help"),
     spec("help", Help, "", "print this help"),
     spec("V", Version, "", "print the version"),
@@ -185,7 +185,7 @@ pub fn usage() -> String {
          [-D [FILE]] [-pidfile FILE -daemonize] [-disable-seccomp]\n\n\
          Environment:\n  STRATOVIRT_LOG_LEVEL=off|error|warn|info|debug|trace\n        \
          the log level (default: info with -D, warn without)\n\n\
-         Not supported yet: virtio-net, vsock, balloon, snapshots (-incoming, migrate); \
+         Not supported yet: virtio-net, vsock, balloon; \
          vCPU hot-plug; machine types other than microvm; serial backends other than stdio; \
          hosts other than x86_64.",
     );
@@ -287,9 +287,7 @@ mod tests {
                 .unwrap()
                 .to_string()
         };
-        for name in ["-netdev", "-incoming"] {
-            assert!(help(name).ends_with(" (not supported yet)"), "{name}");
-        }
+        assert!(help("-netdev").ends_with(" (not supported yet)"));
         assert!(!help("-chardev").contains("not supported"));
         assert!(help("-chardev").contains("hvc0"));
         assert!(

@@ -10,7 +10,6 @@
 //!   implements to plug into the transport.
 //! - [`block`]: virtio-blk on raw image files.
 //! - [`console`]: virtio-console (port 0, the guest's hvc0) on a Unix socket.
-//! - [`queue_state`]: a queue's position as snapshot data.
 //!
 //! Wiring one block slot into a machine (guest memory `mem`, window at `base`, GSI `irq`):
 //! ```text
@@ -34,12 +33,14 @@ pub mod console;
 mod device;
 mod interrupt;
 mod mmio;
-pub mod queue_state;
+pub mod pause;
+pub mod persist;
 
 pub use cmdline::mmio_cmdline_entry;
 pub use device::{read_config_bytes, ActivateError, VirtioDevice};
 pub use interrupt::{Interrupt, InterruptKind};
 pub use mmio::{MmioTransport, MMIO_QUEUE_NOTIFY_OFFSET, MMIO_WINDOW_SIZE};
+pub use persist::{DeviceSnapshot, DeviceState, QueuePosition, TransportState};
 
 /// Virtio device IDs (virtio 1.x section 5).
 pub mod device_type {

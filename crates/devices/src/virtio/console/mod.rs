@@ -31,11 +31,14 @@ mod worker;
 
 pub use backend::{ConsoleSocket, GRACE};
 pub use config::{feature, offered_features};
-pub use persist::{Activation, ConsoleArgs, ConsoleState, RestoreError};
+pub use persist::{ConsoleState, RestoreError};
 
 use self::buffer::OutputBuffer;
 use self::worker::{Active, Shared, State, WorkerHandle};
-use super::{device_type, read_config_bytes, ActivateError, Interrupt, VirtioDevice};
+use super::{
+    device_type, read_config_bytes, ActivateError, DeviceSnapshot, DeviceState, Interrupt,
+    VirtioDevice,
+};
 use crate::bus::lock;
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -54,21 +57,17 @@ pub struct Console {
     shared: Arc<Shared>,
     worker: Option<WorkerHandle>,
     queue_sizes: [u16; 2],
-    acked_features: u64,
 }
 
 impl Console {
     /// A console serving `socket`; starts its thread.
     pub fn new(socket: ConsoleSocket) -> io::Result<Self> {
-        Self::with_state(socket, OutputBuffer::new(BUFFER_SIZE), 0)
-    }
-
-    fn with_state(socket: ConsoleSocket, output: OutputBuffer, tx_skip: u64) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 active: None,
-                output,
-                tx_skip,
+                output: OutputBuffer::new(BUFFER_SIZE),
+                tx_skip: 0,
+                paused: false,
                 stop: false,
             }),
             wake: EventFd::new(EFD_NONBLOCK)?,
@@ -78,8 +77,13 @@ impl Console {
             shared,
             worker: Some(worker),
             queue_sizes: [QUEUE_SIZE; 2],
-            acked_features: 0,
         })
+    }
+
+    /// Puts back what a snapshot saved (the buffered output), before the transport starts the
+    /// device again at the saved queue positions.
+    pub fn restore_state(&self, state: &ConsoleState) -> Result<(), RestoreError> {
+        persist::restore_state(&mut lock(&self.shared.state), state)
     }
 
     /// Bytes of output waiting in the buffer (for a slow client or the next one).
@@ -92,6 +96,7 @@ impl Console {
             let mut st = lock(&self.shared.state);
             st.active = None;
             st.tx_skip = 0;
+            st.paused = false;
         }
         self.shared.wake();
     }
@@ -108,10 +113,6 @@ impl VirtioDevice for Console {
 
     fn avail_features(&self) -> u64 {
         config::offered_features()
-    }
-
-    fn ack_features(&mut self, features: u64) {
-        self.acked_features = features;
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -157,6 +158,27 @@ impl VirtioDevice for Console {
 
     fn reset(&mut self) {
         self.stop_queues();
+    }
+
+    fn can_save(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<DeviceSnapshot, String> {
+        // The thread only touches the queues under this lock: from here on it leaves them alone
+        // until `resume_after_save`.
+        let mut st = lock(&self.shared.state);
+        st.paused = true;
+        let (state, queues) = persist::save_state(&st);
+        Ok(DeviceSnapshot {
+            device: DeviceState::Console(state),
+            queues,
+        })
+    }
+
+    fn resume_after_save(&mut self) {
+        lock(&self.shared.state).paused = false;
+        self.shared.wake();
     }
 }
 

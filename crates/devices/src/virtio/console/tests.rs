@@ -458,6 +458,62 @@ fn an_existing_path_is_refused_and_kept() {
     assert!(e.to_string().contains("/nonexistent-dir/c.sock"), "{e}");
 }
 
+/// What a snapshot gets from the console: its own state and the queues' positions.
+fn snapshot(c: &mut Console) -> (ConsoleState, Vec<crate::virtio::QueuePosition>) {
+    let snap = VirtioDevice::save(c).unwrap();
+    let crate::virtio::DeviceState::Console(state) = snap.device else {
+        panic!("not a console state");
+    };
+    (state, snap.queues)
+}
+
+/// A console on a new socket started on the queues at `base` where `positions` say, as the
+/// transport does at a restore.
+fn restored(
+    m: &Arc<GuestMemoryMmap>,
+    name: &str,
+    state: &ConsoleState,
+    positions: &[crate::virtio::QueuePosition],
+) -> (Console, PathBuf, EventFd) {
+    let path = socket_path(name);
+    let mut c = Console::new(ConsoleSocket::bind(&path).unwrap()).unwrap();
+    c.restore_state(state).unwrap();
+    let mut queues = vec![
+        Ring::attach(m, RX_RING).queue(),
+        Ring::attach(m, TX_RING).queue(),
+    ];
+    for (q, p) in queues.iter_mut().zip(positions) {
+        p.apply(q);
+    }
+    let tx_kick = EventFd::new(EFD_NONBLOCK).unwrap();
+    let evts = vec![
+        EventFd::new(EFD_NONBLOCK).unwrap(),
+        tx_kick.try_clone().unwrap(),
+    ];
+    let irq = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
+    c.activate((**m).clone(), irq, queues, evts).unwrap();
+    (c, path, tx_kick)
+}
+
+#[test]
+fn a_save_leaves_the_queues_alone_until_resumed() {
+    let m = Arc::new(mem());
+    let mut r = rig(&m, "save-pause");
+    let mut c = r.client();
+    assert!(r.console.can_save().is_ok());
+    let (_, positions) = snapshot(&mut r.console);
+    assert_eq!(positions.len(), 2);
+    // While the snapshot is written nothing is taken, and the client is still served.
+    r.write(&m, 0, b"later");
+    r.give(0..1, 8);
+    send(&mut c, b"in");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(r.tx.used().is_empty() && r.rx.used().is_empty());
+    r.console.resume_after_save();
+    assert_eq!(read_n(&mut c, 5), b"later");
+    assert!(eventually(|| r.rx.used() == vec![(0, 2)]));
+}
+
 #[test]
 fn state_round_trips_and_the_restored_device_goes_on() {
     let m = Arc::new(mem());
@@ -465,56 +521,44 @@ fn state_round_trips_and_the_restored_device_goes_on() {
     // Output with nobody connected is kept in the state.
     r.write(&m, 0, b"before the snapshot");
     assert!(eventually(|| r.tx.used().len() == 1));
-    r.console.acked_features = offered_features();
-    let state = r.console.save();
+    let (state, positions) = snapshot(&mut r.console);
     assert_eq!(state.output, b"before the snapshot");
-    assert_eq!(state.acked_features, offered_features());
-    let qs = state.queues.clone().unwrap();
-    assert_eq!((qs[1].next_avail, qs[1].next_used), (1, 1));
+    assert_eq!(Persist::save(&r.console), state);
+    assert_eq!((positions[1].next_avail, positions[1].next_used), (1, 1));
     let json = serde_json::to_string(&state).unwrap();
     let back: ConsoleState = serde_json::from_str(&json).unwrap();
     assert_eq!(back, state);
+    // The guest adds output while the snapshot is written; the saved VM ends there.
+    put_data(&m, out_buf(1), b", and after");
+    r.tx.chain(1, &[(out_buf(1), 11, false)]);
     drop(r);
 
-    // A new process: new socket, same guest memory and queues.
-    let path = socket_path("persist-restored");
-    let interrupt = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
-    let tx_kick = EventFd::new(EFD_NONBLOCK).unwrap();
-    let args = ConsoleArgs {
-        socket: ConsoleSocket::bind(&path).unwrap(),
-        activation: Some(Activation {
-            mem: (*m).clone(),
-            interrupt: interrupt.clone(),
-            queue_evts: vec![
-                EventFd::new(EFD_NONBLOCK).unwrap(),
-                tx_kick.try_clone().unwrap(),
-            ],
-        }),
-    };
-    let restored = Console::restore(args, &back).unwrap();
-    assert_eq!(restored.save(), state);
-    let tx = Ring::attach(&m, TX_RING);
-    put_data(&m, out_buf(1), b", and after");
-    tx.chain(1, &[(out_buf(1), 11, false)]);
+    // A new VMM: new socket, the same guest memory and queues.
+    let (restored, path, tx_kick) = restored(&m, "persist-restored", &back, &positions);
     tx_kick.write(1).unwrap();
     let mut c = connect(&path);
     assert_eq!(read_n(&mut c, 30), b"before the snapshot, and after");
+    let tx = Ring::attach(&m, TX_RING);
     assert!(eventually(|| tx.used() == vec![(0, 0), (1, 0)]));
-    // A running device's state needs an activation.
-    let no_act = ConsoleArgs {
-        socket: ConsoleSocket::bind(&socket_path("persist-none")).unwrap(),
-        activation: None,
+    drop(restored);
+    // Persist on its own: the buffered output comes back.
+    let again = Console::restore(
+        ConsoleSocket::bind(&socket_path("persist-again")).unwrap(),
+        &back,
+    )
+    .unwrap();
+    assert_eq!(again.buffered(), 19);
+    let too_much = ConsoleState {
+        output: vec![0; BUFFER_SIZE + 1],
+        tx_skip: 0,
     };
-    assert!(matches!(
-        Console::restore(no_act, &back),
-        Err(RestoreError::NoActivation)
-    ));
+    assert!(again.restore_state(&too_much).is_err());
 }
 
 #[test]
 fn a_chain_half_sent_at_the_snapshot_is_not_sent_twice() {
     let m = Arc::new(mem());
-    let r = rig(&m, "persist-half");
+    let mut r = rig(&m, "persist-half");
     let mut c = r.client();
     // More than the buffer holds, to a client that does not read: the chain waits half done.
     let all = pattern(1 << 20, 2);
@@ -522,54 +566,23 @@ fn a_chain_half_sent_at_the_snapshot_is_not_sent_twice() {
     r.tx.chain(0, &[(0x10_0000, 1 << 20, false)]);
     r.tx_kick.write(1).unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    let state = r.console.save();
+    let (state, positions) = snapshot(&mut r.console);
     assert!(
         state.tx_skip > 0 && state.tx_skip < 1 << 20,
         "{}",
         state.tx_skip
     );
-    assert_eq!(
-        state.queues.as_ref().unwrap()[1].next_avail,
-        0,
-        "saved as not taken"
-    );
+    assert_eq!(positions[1].next_avail, 0, "saved as not taken");
     // What the client holds in its socket and what the buffer holds make up tx_skip.
-    c.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let mut early = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    while let Ok(n) = std::io::Read::read(&mut c, &mut buf) {
-        if n == 0 {
-            break;
-        }
-        early.extend_from_slice(&buf[..n]);
-        if early.len() as u64 + state.output.len() as u64 >= state.tx_skip {
-            break;
-        }
-    }
+    let sent_before = state.tx_skip as usize - state.output.len();
+    let early = read_n(&mut c, sent_before);
+    assert!(early == all[..sent_before]);
     drop(r);
     drop(c);
     // Restored elsewhere: the buffered part, then the rest of the chain, once.
-    let path = socket_path("persist-half-restored");
-    let args = ConsoleArgs {
-        socket: ConsoleSocket::bind(&path).unwrap(),
-        activation: Some(Activation {
-            mem: (*m).clone(),
-            interrupt: Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap())),
-            queue_evts: vec![
-                EventFd::new(EFD_NONBLOCK).unwrap(),
-                EventFd::new(EFD_NONBLOCK).unwrap(),
-            ],
-        }),
-    };
-    let _restored = Console::restore(args, &state).unwrap();
+    let (_restored, path, _) = restored(&m, "persist-half-restored", &state, &positions);
     let mut c = connect(&path);
     let rest = read_n(&mut c, all.len());
-    let sent_before = state.tx_skip as usize - state.output.len();
-    assert_eq!(
-        &early[..sent_before.min(early.len())],
-        &all[..sent_before.min(early.len())]
-    );
     assert_eq!(rest.len(), all.len() - sent_before);
     assert!(rest == all[sent_before..], "the rest, once");
 }

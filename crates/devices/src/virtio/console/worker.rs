@@ -128,6 +128,8 @@ pub(super) struct State {
     pub output: OutputBuffer,
     /// Bytes of the next transmit chain already taken before a snapshot (see persist.rs).
     pub tx_skip: u64,
+    /// A snapshot is being taken: the queues are left alone (the socket is still served).
+    pub paused: bool,
     pub stop: bool,
 }
 
@@ -288,7 +290,7 @@ impl Worker {
             fds[LISTENER] = pollfd(self.socket.listener.as_raw_fd(), libc::POLLIN);
         }
         let input = match st.active.as_mut() {
-            Some(a) if !a.broken => {
+            Some(a) if !a.broken && !st.paused => {
                 fds[RX_EVT] = pollfd(a.rx_evt.as_raw_fd(), libc::POLLIN);
                 fds[TX_EVT] = pollfd(a.tx_evt.as_raw_fd(), libc::POLLIN);
                 self.client.as_ref().is_some_and(|c| c.input_open) && a.has_input_buffers()
@@ -408,9 +410,10 @@ impl Worker {
             active,
             output,
             tx_skip,
+            paused,
             ..
         } = st;
-        let Some(a) = active.as_mut().filter(|a| !a.broken) else {
+        let Some(a) = active.as_mut().filter(|a| !a.broken && !*paused) else {
             self.flush(output);
             return false;
         };

@@ -9,6 +9,8 @@
 //! - [`VirtioDevice`] (`device.rs`): what a device (block, and later net, console, balloon)
 //!   implements to plug into the transport.
 //! - [`block`]: virtio-blk on raw image files.
+//! - [`net`]: virtio-net on a TAP, in user space or through vhost-net.
+//! - [`vhost`]: the in-kernel vhost data path, shared by vhost-net and vhost-vsock.
 //!
 //! Wiring one block slot into a machine (guest memory `mem`, window at `base`, GSI `irq`):
 //! ```text
@@ -31,6 +33,8 @@ mod cmdline;
 mod device;
 mod interrupt;
 mod mmio;
+pub mod net;
+pub mod vhost;
 
 pub use cmdline::mmio_cmdline_entry;
 pub use device::{read_config_bytes, ActivateError, VirtioDevice};

@@ -27,14 +27,17 @@ pub enum ThreadKind {
     Qmp,
     /// `blk<N>`: one virtio-blk disk's I/O.
     Blk,
+    /// `net<N>`: one virtio-net NIC's frames (or its vhost-net supervision).
+    Net,
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 4] = [
+    pub const ALL: [ThreadKind; 5] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::Qmp,
         ThreadKind::Blk,
+        ThreadKind::Net,
     ];
 
     /// The kind's name in the policy file.
@@ -44,6 +47,7 @@ impl ThreadKind {
             ThreadKind::Vcpu => "vcpu",
             ThreadKind::Qmp => "qmp",
             ThreadKind::Blk => "blk",
+            ThreadKind::Net => "net",
         }
     }
 
@@ -54,6 +58,7 @@ impl ThreadKind {
             ThreadKind::Vcpu => generated::SYSCALLS_VCPU,
             ThreadKind::Qmp => generated::SYSCALLS_QMP,
             ThreadKind::Blk => generated::SYSCALLS_BLK,
+            ThreadKind::Net => generated::SYSCALLS_NET,
         }
     }
 
@@ -64,6 +69,7 @@ impl ThreadKind {
             ThreadKind::Vcpu => (generated::ALLOW_VCPU, generated::ERRNO_VCPU),
             ThreadKind::Qmp => (generated::ALLOW_QMP, generated::ERRNO_QMP),
             ThreadKind::Blk => (generated::ALLOW_BLK, generated::ERRNO_BLK),
+            ThreadKind::Net => (generated::ALLOW_NET, generated::ERRNO_NET),
         }
     }
 }

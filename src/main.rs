@@ -145,9 +145,6 @@ fn save_terminal(cfg: &VmConfig) {
 /// Options whose devices or features this build does not have yet: refused, never ignored.
 fn refuse_unsupported(cfg: &VmConfig) -> Result<(), String> {
     let not_yet = |what: &str| Err(format!("{what} is not supported yet"));
-    if !cfg.nets.is_empty() {
-        return not_yet("-netdev (virtio-net)");
-    }
     if cfg.console.is_some() {
         return not_yet("-chardev (virtio-console)");
     }
@@ -182,6 +179,11 @@ fn main() {
     if let Err(e) = refuse_unsupported(&cfg) {
         fail(e);
     }
+    // The NICs' TAPs (and vhost devices) first: a bad one is refused before anything exists.
+    let nics = match machine::attach::open_nic_backends(&cfg.nets) {
+        Ok(n) => n,
+        Err(e) => fail(e),
+    };
     if cfg.process.daemonize {
         if let Err(e) = make_paths_absolute(&mut cfg) {
             fail(format!("-daemonize: cannot resolve a relative path: {e}"));
@@ -224,7 +226,8 @@ fn main() {
         None => None,
     };
 
-    let mut vm = match Machine::build(&cfg, start) {
+    let host = machine::attach::HostResources { nics };
+    let mut vm = match Machine::build(&cfg, start, host) {
         Ok(vm) => vm,
         Err(e) => fail(e),
     };

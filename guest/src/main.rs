@@ -11,6 +11,7 @@ mod cpu;
 mod entry;
 mod exceptions;
 mod gdt;
+mod hostile;
 mod idt;
 mod interrupts;
 mod ioapic;
@@ -23,6 +24,8 @@ mod smp;
 mod system;
 mod virtio_blk;
 mod virtio_mmio;
+mod virtio_net;
+mod vq;
 
 use testkernel::bootinfo::CMDLINE_MAX;
 use testkernel::{cmdline, e820};
@@ -95,6 +98,7 @@ extern "C" fn kmain(protocol: u64, info: u64) -> ! {
     apic::start_timer(interrupts::TIMER_VECTOR, apic::TIMER_COUNT_100HZ);
     serial::enable_rx_irq();
     virtio_blk::init(cmdline);
+    virtio_net::init(cmdline);
 
     let usable = e820::usable_bytes(memmap);
     let virtio = virtio_mmio::devices().len() as u64;

@@ -2,12 +2,14 @@
 //! serial console, host signals and the VM's exit.
 
 use crate::boot::{cpuid, kernel, mptable, params, regs};
+use crate::attach::HostResources;
 use crate::cleanup;
 use crate::console_escape::{self, ConsoleEscape, EscapeCommand};
 use crate::exit::{ExitNotifier, VmExitReason};
 use crate::layout::*;
 use crate::legacy::LegacyDevices;
 use crate::memory;
+use crate::hotplug::BootDevice;
 use crate::slots::SlotTable;
 use crate::vcpu::{self, Vcpu, VcpuControl, VcpuHandle, VcpuSet, VcpuShared};
 use config::VmConfig;
@@ -71,8 +73,8 @@ pub struct Machine {
     exit: Arc<ExitNotifier>,
     events: Option<EventEmitter>,
     slots: SlotTable,
-    /// The id of each slot's device (None for an empty slot).
-    slot_ids: Vec<Option<String>>,
+    /// Each slot's device from boot (None for an empty slot).
+    slot_ids: Vec<Option<BootDevice>>,
 }
 
 /// What the rest of the VMM (QMP) can do with a running VM.
@@ -172,8 +174,13 @@ pub fn kernel_cmdline(cfg: &VmConfig, virtio: &[String]) -> String {
 }
 
 impl Machine {
-    /// Creates the VM, its memory, devices and vCPUs, and loads the kernel.
-    pub fn build(cfg: &VmConfig, start: Instant) -> Result<Machine, MachineError> {
+    /// Creates the VM, its memory, devices and vCPUs, and loads the kernel; `host` holds what
+    /// was opened for it beforehand ([`crate::attach::HostResources`]).
+    pub fn build(
+        cfg: &VmConfig,
+        start: Instant,
+        host: HostResources,
+    ) -> Result<Machine, MachineError> {
         let kvm = Kvm::new().map_err(MachineError::KvmOpen)?;
         let vm = kvm.create_vm().map_err(kvm_err("create VM"))?;
         let mem =
@@ -225,9 +232,15 @@ impl Machine {
         .map_err(|e| dev_err("pvpanic", &e))?;
         let mut mmio = Bus::new();
         let mut slots = SlotTable::default();
-        let slot_ids =
+        let mut slot_ids =
             crate::attach::attach_disk_slots(&mut slots, &vm, &mem, &mut mmio, &cfg.drives)
                 .map_err(MachineError::Device)?;
+        slot_ids.extend(
+            crate::attach::attach_nic_slots(
+                &mut slots, &vm, &mem, &mut mmio, &cfg.nets, host.nics,
+            )
+            .map_err(MachineError::Device)?,
+        );
         let virtio_cmdline = slots.cmdline_entries();
 
         // Kernel, command line, initrd and boot tables.
@@ -357,8 +370,8 @@ impl Machine {
         })
     }
 
-    /// The virtio slots and the ids of their boot devices (for hot-plug).
-    pub fn slots(&self) -> (SlotTable, Vec<Option<String>>) {
+    /// The virtio slots and their boot devices (for hot-plug).
+    pub fn slots(&self) -> (SlotTable, Vec<Option<BootDevice>>) {
         (self.slots.clone(), self.slot_ids.clone())
     }
 

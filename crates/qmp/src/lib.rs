@@ -26,6 +26,7 @@ pub mod block;
 pub mod dispatch;
 pub mod error;
 pub mod events;
+pub mod net;
 pub mod protocol;
 pub mod schema;
 pub mod server;

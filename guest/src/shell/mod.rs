@@ -8,6 +8,7 @@
 mod basic;
 mod blk;
 mod mem;
+mod net;
 mod power;
 
 use crate::{cpu, serial};
@@ -30,6 +31,7 @@ const GROUPS: &[&[Command]] = &[
     basic::COMMANDS,
     mem::COMMANDS,
     blk::COMMANDS,
+    net::COMMANDS,
     power::COMMANDS,
 ];
 

@@ -224,6 +224,20 @@ impl Tap {
         Ok(tap)
     }
 
+    /// The interface name of the TAP queue descriptor `fd`, without taking it over.
+    pub fn name_of_fd(fd: RawFd) -> Result<String, TapError> {
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(TapError::FdNotOpen(fd));
+        }
+        let (name, flags) =
+            Self::raw_flags(fd).map_err(|source| TapError::FdNotTap { fd, source })?;
+        if flags & IFF_TAP == 0 {
+            return Err(TapError::FdTun { fd, name });
+        }
+        Ok(name)
+    }
+
     /// (interface name, TUNGETIFF flags) of an attached TUN/TAP descriptor.
     fn raw_flags(fd: RawFd) -> io::Result<(String, i16)> {
         struct Borrowed(RawFd);

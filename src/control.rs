@@ -34,7 +34,8 @@ impl VmController {
 }
 
 fn parse_mac(m: &str) -> Result<[u8; 6], QmpError> {
-    let mac = config::parse_mac(m).map_err(|e| QmpError::generic(format!("Parameter 'mac': {e}")))?;
+    let mac =
+        config::parse_mac(m).map_err(|e| QmpError::generic(format!("Parameter 'mac': {e}")))?;
     if mac[0] & 1 != 0 || mac == [0; 6] {
         return Err(QmpError::generic(format!(
             "Parameter 'mac': {m} is not a unicast address"
@@ -141,7 +142,13 @@ impl qmp::VmControl for VmController {
             let props = DeviceProps { mac };
             return self
                 .hotplug
-                .attach(SlotKind::Nic, &args.id, args.netdev.as_deref(), slot.map_err(qmp_error)?, &props)
+                .attach(
+                    SlotKind::Nic,
+                    &args.id,
+                    args.netdev.as_deref(),
+                    slot.map_err(qmp_error)?,
+                    &props,
+                )
                 .map_err(qmp_error);
         }
         if !BLOCK_DRIVERS.contains(&driver) {
@@ -194,7 +201,9 @@ impl qmp::VmControl for VmController {
     }
 
     fn netdev_del(&self, id: &str) -> Result<(), QmpError> {
-        self.hotplug.del_backend(SlotKind::Nic, id).map_err(qmp_error)
+        self.hotplug
+            .del_backend(SlotKind::Nic, id)
+            .map_err(qmp_error)
     }
 
     fn device_del(&self, id: &str) -> Result<(), QmpError> {

@@ -59,7 +59,10 @@ fn constants() -> BTreeMap<&'static str, u64> {
         ("VHOST_SET_VRING_NUM", ioc(IOC_WRITE, VHOST, 0x10, 8)),
         ("VHOST_SET_VRING_ADDR", ioc(IOC_WRITE, VHOST, 0x11, 40)),
         ("VHOST_SET_VRING_BASE", ioc(IOC_WRITE, VHOST, 0x12, 8)),
-        ("VHOST_GET_VRING_BASE", ioc(IOC_READ | IOC_WRITE, VHOST, 0x12, 8)),
+        (
+            "VHOST_GET_VRING_BASE",
+            ioc(IOC_READ | IOC_WRITE, VHOST, 0x12, 8),
+        ),
         ("VHOST_SET_VRING_KICK", ioc(IOC_WRITE, VHOST, 0x20, 8)),
         ("VHOST_SET_VRING_CALL", ioc(IOC_WRITE, VHOST, 0x21, 8)),
         ("VHOST_SET_VRING_ERR", ioc(IOC_WRITE, VHOST, 0x22, 8)),

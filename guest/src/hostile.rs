@@ -39,14 +39,23 @@ pub const CASES: &[(&str, &str)] = &[
     ("wrap", "a buffer whose end wraps past 2^64"),
     ("mmio", "a buffer on the device's own MMIO window"),
     ("zero", "one zero-length descriptor"),
-    ("wrongdir", "a buffer in the direction the queue does not use"),
+    (
+        "wrongdir",
+        "a buffer in the direction the queue does not use",
+    ),
     ("loop", "a descriptor whose next is itself"),
     (
         "huge",
         "every descriptor from the first on chained, the last back to the first",
     ),
-    ("badidx", "a driver ring entry with a head index past the queue"),
-    ("availjump", "the driver index moved a queue size and more ahead"),
+    (
+        "badidx",
+        "a driver ring entry with a head index past the queue",
+    ),
+    (
+        "availjump",
+        "the driver index moved a queue size and more ahead",
+    ),
 ];
 
 /// Builds case `case` from descriptor `first` on, around the driver's buffer `buf` of `len`

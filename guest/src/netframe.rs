@@ -89,7 +89,9 @@ pub fn seq_of(frame: &[u8]) -> Result<u32, FrameError> {
     if frame.len() < DATA {
         return Err(FrameError::Short);
     }
-    Ok(u32::from_le_bytes([frame[14], frame[15], frame[16], frame[17]]))
+    Ok(u32::from_le_bytes([
+        frame[14], frame[15], frame[16], frame[17],
+    ]))
 }
 
 /// Checks a received test frame of `seed`; returns its sequence number.
@@ -129,11 +131,20 @@ mod tests {
 
     #[test]
     fn the_pattern_is_the_documented_one() {
-        for (seed, seq, len) in [(0u8, 0u32, 60usize), (7, 1, 61), (250, 300, 1514), (255, 9, 67)] {
+        for (seed, seq, len) in [
+            (0u8, 0u32, 60usize),
+            (7, 1, 61),
+            (250, 300, 1514),
+            (255, 9, 67),
+        ] {
             let mut f = vec![0u8; len];
             fill(&mut f, BROADCAST, [2, 0, 0, 0, 0, 1], seed, seq);
             assert_eq!(&f[12..14], &[0x88, 0xb5]);
-            assert_eq!(&f[DATA..], &bytewise(seed, seq, len)[..], "{seed} {seq} {len}");
+            assert_eq!(
+                &f[DATA..],
+                &bytewise(seed, seq, len)[..],
+                "{seed} {seq} {len}"
+            );
             assert_eq!(check(&f, seed), Ok(seq));
             renumber(&mut f, seed, seq + 1);
             assert_eq!(&f[DATA..], &bytewise(seed, seq + 1, len)[..]);

@@ -401,7 +401,8 @@ impl Nic {
     }
 
     fn post_rx(&mut self, i: u16) {
-        self.rx.desc(i, self.rx_buf(i), BUF as u32, desc_flags::WRITE, 0);
+        self.rx
+            .desc(i, self.rx_buf(i), BUF as u32, desc_flags::WRITE, 0);
         self.rx.publish(i);
     }
 
@@ -493,8 +494,7 @@ impl Nic {
                 netframe::fill(frame, dst, self.mac, seed, seq as u32);
                 built[usize::from(slot)] = true;
             }
-            self.tx
-                .desc(slot, buf, (NET_HDR_LEN + len) as u32, 0, 0);
+            self.tx.desc(slot, buf, (NET_HDR_LEN + len) as u32, 0, 0);
             self.tx.publish(slot);
             if (seq + 1) % batch == 0 || self.nfree == 0 {
                 self.tx.kick(old);
@@ -633,9 +633,18 @@ pub fn reset(index: usize) -> Result<(), NetError> {
 
 /// The malformed chains of `net evil`: the generic ones on each queue, and net's own.
 pub const EVIL_NET_CASES: &[(&str, &str)] = &[
-    ("tx-big", "a transmitted frame of 70000 bytes (64 KiB and more)"),
-    ("tx-short", "a transmit chain of 8 bytes, shorter than the header"),
-    ("rx-tiny", "a receive buffer of 8 bytes, too small for the header"),
+    (
+        "tx-big",
+        "a transmitted frame of 70000 bytes (64 KiB and more)",
+    ),
+    (
+        "tx-short",
+        "a transmit chain of 8 bytes, shorter than the header",
+    ),
+    (
+        "rx-tiny",
+        "a receive buffer of 8 bytes, too small for the header",
+    ),
     (
         "reset-tx",
         "a device reset with 64 frames just handed over, then a frame",
@@ -714,7 +723,8 @@ impl Nic {
             // A frame bigger than any NIC takes: the scratch buffer and the data area of the
             // transmit slots, which are idle.
             "big" => {
-                self.tx.desc(TX_SLOTS, buf, 8192, desc_flags::NEXT, TX_SLOTS + 1);
+                self.tx
+                    .desc(TX_SLOTS, buf, 8192, desc_flags::NEXT, TX_SLOTS + 1);
                 self.tx.desc(TX_SLOTS + 1, self.tx_buf(0), 61808, 0, 0);
                 self.tx.publish(TX_SLOTS);
                 TX_SLOTS
@@ -782,8 +792,7 @@ impl Nic {
                     _ => break,
                 }
             }
-            frame = seen
-                && netframe::seq_of(bytes(good + NET_HDR_LEN as u64, 64)).is_ok();
+            frame = seen && netframe::seq_of(bytes(good + NET_HDR_LEN as u64, 64)).is_ok();
         }
         let outcome = EvilOutcome {
             chain: Some(chain),

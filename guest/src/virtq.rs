@@ -298,7 +298,10 @@ mod tests {
     fn net_negotiation_takes_no_offloads() {
         let offered = 0x1_3001_bba3u64;
         let acked = negotiate_net(offered, true, true).unwrap();
-        assert_eq!(acked, (1 << 32) | (1 << 29) | (1 << 5) | (1 << 15) | (1 << 16));
+        assert_eq!(
+            acked,
+            (1 << 32) | (1 << 29) | (1 << 5) | (1 << 15) | (1 << 16)
+        );
         let acked = negotiate_net(offered, false, false).unwrap();
         assert_eq!(acked, (1 << 32) | (1 << 5) | (1 << 16));
         assert_eq!(negotiate_net(1 << 5, true, true), None);

@@ -99,9 +99,21 @@ impl Vq {
             virtio_mmio::write(b, lo, v as u32);
             virtio_mmio::write(b, hi, (v >> 32) as u32);
         };
-        set64(reg::QUEUE_DESC_LOW, reg::QUEUE_DESC_HIGH, self.ring + l.desc);
-        set64(reg::QUEUE_DRIVER_LOW, reg::QUEUE_DRIVER_HIGH, self.ring + l.avail);
-        set64(reg::QUEUE_DEVICE_LOW, reg::QUEUE_DEVICE_HIGH, self.ring + l.used);
+        set64(
+            reg::QUEUE_DESC_LOW,
+            reg::QUEUE_DESC_HIGH,
+            self.ring + l.desc,
+        );
+        set64(
+            reg::QUEUE_DRIVER_LOW,
+            reg::QUEUE_DRIVER_HIGH,
+            self.ring + l.avail,
+        );
+        set64(
+            reg::QUEUE_DEVICE_LOW,
+            reg::QUEUE_DEVICE_HIGH,
+            self.ring + l.used,
+        );
         virtio_mmio::write(b, reg::QUEUE_READY, 1);
         Ok(())
     }

@@ -320,7 +320,9 @@ fn check_nets(nets: &[NetConfig], drives: &[DriveConfig], o: &Origins) -> Result
             ));
         }
         if !n.host_dev_name.is_empty() {
-            if n.host_dev_name.bytes().any(|b| b == b'/' || b.is_ascii_whitespace())
+            if n.host_dev_name
+                .bytes()
+                .any(|b| b == b'/' || b.is_ascii_whitespace())
                 || n.host_dev_name == "."
                 || n.host_dev_name == ".."
             {

@@ -7,8 +7,7 @@
 use crate::slots::{Slot, SlotKind, SlotTable, DISK_SLOTS, NIC_SLOTS};
 use devices::virtio::block::{BlockBackend, BlockHandle};
 use devices::virtio::net::{
-    identity_of as tap_identity, NetHandle, NicBackend, Tap, TapSource, VhostSource,
-    VHOST_REQUIRED,
+    identity_of as tap_identity, NetHandle, NicBackend, Tap, TapSource, VhostSource, VHOST_REQUIRED,
 };
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -93,14 +92,22 @@ impl SlotHandle {
         }
     }
 
-    fn attach(&self, backend: Backend, id: &str, props: &DeviceProps) -> Result<(), String> {
+    /// Plugs `backend` in; on failure, says why and gives the backend back if it is whole.
+    fn attach(
+        &self,
+        backend: Backend,
+        id: &str,
+        props: &DeviceProps,
+    ) -> Result<(), (String, Option<Backend>)> {
         match (self, backend) {
-            (SlotHandle::Disk(h), Backend::Disk(b)) => h.attach(b, id).map_err(|e| e.to_string()),
-            (SlotHandle::Nic(h), Backend::Nic(b)) => {
-                h.attach(b, props.mac).map_err(|e| e.to_string())
+            (SlotHandle::Disk(h), Backend::Disk(b)) => {
+                h.attach(b, id).map_err(|e| (e.to_string(), None))
             }
-            (SlotHandle::Fixed, _) => Err("this slot is not hot-pluggable".into()),
-            _ => Err("this backend does not fit this slot".into()),
+            (SlotHandle::Nic(h), Backend::Nic(b)) => h
+                .attach(b, props.mac)
+                .map_err(|(e, back)| (e.to_string(), back.map(Backend::Nic))),
+            (SlotHandle::Fixed, b) => Err(("this slot is not hot-pluggable".into(), Some(b))),
+            (_, b) => Err(("this backend does not fit this slot".into(), Some(b))),
         }
     }
 
@@ -410,8 +417,12 @@ impl Hotplug {
         }
         let node = st.pending.remove(id).expect("checked above");
         let identity = node.identity.clone();
-        if let Err(e) = slot.handle.attach(node.backend, id, props) {
-            // The backend is closed; the id is free again.
+        if let Err((e, back)) = slot.handle.attach(node.backend, id, props) {
+            // A refusal changes nothing: a backend that came back waits again.
+            if let Some(backend) = back {
+                st.pending
+                    .insert(id.to_string(), Pending { backend, identity });
+            }
             return Err(HotplugError::Invalid(e));
         }
         st.ids[slot.index] = Some(id.to_string());
@@ -438,7 +449,9 @@ impl Hotplug {
         }
         slot.handle.detach().map_err(HotplugError::Invalid)?;
         st.ids[index] = None;
-        let backend = st.backend_ids[index].take().unwrap_or_else(|| id.to_string());
+        let backend = st.backend_ids[index]
+            .take()
+            .unwrap_or_else(|| id.to_string());
         st.released.insert(backend);
         log::info!(
             "device_del: {} {id} removed from slot {}, its backend closed",
@@ -534,7 +547,14 @@ mod tests {
         let e = hp.add_node("other", &img, false, false).unwrap_err();
         assert!(e.to_string().contains("already in use by this VM"), "{e}");
         assert!(
-            hp.attach(SlotKind::Disk, "drive-0", Some("x"), 1, &DeviceProps::default()).is_err(),
+            hp.attach(
+                SlotKind::Disk,
+                "drive-0",
+                Some("x"),
+                1,
+                &DeviceProps::default()
+            )
+            .is_err(),
             "node-name must equal id"
         );
         assert!(hp
@@ -542,15 +562,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("at most 6"));
-        hp.attach(SlotKind::Disk, "drive-0", None, 1, &DeviceProps::default()).unwrap();
+        hp.attach(SlotKind::Disk, "drive-0", None, 1, &DeviceProps::default())
+            .unwrap();
         assert!(attached(&hp, 1));
         hp.add_node("drive-1", &img2, false, false).unwrap();
-        let e = hp.attach(SlotKind::Disk, "drive-1", None, 1, &DeviceProps::default()).unwrap_err();
+        let e = hp
+            .attach(SlotKind::Disk, "drive-1", None, 1, &DeviceProps::default())
+            .unwrap_err();
         assert!(
             e.to_string().contains("already holds disk 'drive-0'"),
             "{e}"
         );
-        let e = hp.attach(SlotKind::Disk, "drive-0", None, 2, &DeviceProps::default()).unwrap_err();
+        let e = hp
+            .attach(SlotKind::Disk, "drive-0", None, 2, &DeviceProps::default())
+            .unwrap_err();
         assert!(e.to_string().contains("Duplicate ID"), "{e}");
         assert!(
             hp.del_node("drive-0").is_err(),
@@ -564,11 +589,14 @@ mod tests {
         assert_eq!(hp.detach("drive-0"), Ok(Some(SlotKind::Disk)));
         assert!(!attached(&hp, 1));
         assert_eq!(hp.detach("drive-0"), Ok(None));
-        let e = hp.attach(SlotKind::Disk, "drive-0", None, 1, &DeviceProps::default()).unwrap_err();
+        let e = hp
+            .attach(SlotKind::Disk, "drive-0", None, 1, &DeviceProps::default())
+            .unwrap_err();
         assert!(e.to_string().contains("device_del closed its image"), "{e}");
         // The seeds' flow: the image is free again, the same node can be added again.
         hp.add_node("drive-0", &img, true, false).unwrap();
-        hp.attach(SlotKind::Disk, "drive-0", None, 1, &DeviceProps::default()).unwrap();
+        hp.attach(SlotKind::Disk, "drive-0", None, 1, &DeviceProps::default())
+            .unwrap();
         // QEMU's flow: device_del, then blockdev-del of the same node succeeds, once.
         assert_eq!(hp.detach("drive-0"), Ok(Some(SlotKind::Disk)));
         hp.del_node("drive-0").unwrap();

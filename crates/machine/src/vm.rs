@@ -1,15 +1,15 @@
 //! Building the microvm from a [`VmConfig`], running it, and the event loop that serves the
 //! serial console, host signals and the VM's exit.
 
-use crate::boot::{cpuid, kernel, mptable, params, regs};
 use crate::attach::HostResources;
+use crate::boot::{cpuid, kernel, mptable, params, regs};
 use crate::cleanup;
 use crate::console_escape::{self, ConsoleEscape, EscapeCommand};
 use crate::exit::{ExitNotifier, VmExitReason};
+use crate::hotplug::BootDevice;
 use crate::layout::*;
 use crate::legacy::LegacyDevices;
 use crate::memory;
-use crate::hotplug::BootDevice;
 use crate::slots::SlotTable;
 use crate::vcpu::{self, Vcpu, VcpuControl, VcpuHandle, VcpuSet, VcpuShared};
 use config::VmConfig;
@@ -236,10 +236,8 @@ impl Machine {
             crate::attach::attach_disk_slots(&mut slots, &vm, &mem, &mut mmio, &cfg.drives)
                 .map_err(MachineError::Device)?;
         slot_ids.extend(
-            crate::attach::attach_nic_slots(
-                &mut slots, &vm, &mem, &mut mmio, &cfg.nets, host.nics,
-            )
-            .map_err(MachineError::Device)?,
+            crate::attach::attach_nic_slots(&mut slots, &vm, &mem, &mut mmio, &cfg.nets, host.nics)
+                .map_err(MachineError::Device)?,
         );
         let virtio_cmdline = slots.cmdline_entries();
 

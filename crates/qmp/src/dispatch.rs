@@ -27,12 +27,7 @@ use crate::schema::{
 
 /// Commands that StratoVirt documents but this build does not have yet (balloon, snapshots): they answer "not supported yet" rather than `CommandNotFound`, and are not in
 /// `query-commands`.
-pub const NOT_SUPPORTED_YET: &[&str] = &[
-    "balloon",
-    "query-balloon",
-    "migrate",
-    "query-migrate",
-];
+pub const NOT_SUPPORTED_YET: &[&str] = &["balloon", "query-balloon", "migrate", "query-migrate"];
 
 /// What the machine provides to the QMP commands.
 ///

@@ -130,7 +130,9 @@ impl ClientFds {
             ));
         }
         if self.received.is_empty() {
-            return Err(QmpError::generic("No file descriptor supplied via SCM_RIGHTS"));
+            return Err(QmpError::generic(
+                "No file descriptor supplied via SCM_RIGHTS",
+            ));
         }
         let fd = self.received.remove(0);
         self.named.retain(|(n, _)| n != name);
@@ -332,8 +334,10 @@ mod tests {
         let spec = a.resolve(&mut ClientFds::default()).unwrap();
         assert!(matches!(&spec.tap, NetdevTap::Name(n) if n == "tap0"));
         assert!(!spec.vhost);
-        let a = args(json!({"type": "tap", "id": "n1", "ifname": "tap1", "vhost": true,
-            "script": "no", "downscript": "no", "queues": 1}))
+        let a = args(
+            json!({"type": "tap", "id": "n1", "ifname": "tap1", "vhost": true,
+            "script": "no", "downscript": "no", "queues": 1}),
+        )
         .unwrap();
         assert!(a.resolve(&mut ClientFds::default()).unwrap().vhost);
         let a = args(json!({"type": "tap", "id": "n1", "ifname": "tap1", "vhost": "on"})).unwrap();
@@ -379,8 +383,14 @@ mod tests {
         fds.getfd("t").unwrap();
         for (v, want) in [
             (json!({"id": "n"}), "Parameter 'ifname' is missing"),
-            (json!({"id": "", "ifname": "t"}), "Parameter 'id' must not be empty"),
-            (json!({"id": "n", "ifname": ""}), "Parameter 'ifname' must not be empty"),
+            (
+                json!({"id": "", "ifname": "t"}),
+                "Parameter 'id' must not be empty",
+            ),
+            (
+                json!({"id": "n", "ifname": ""}),
+                "Parameter 'ifname' must not be empty",
+            ),
             (
                 json!({"id": "n", "type": "user", "ifname": "t"}),
                 "Parameter 'type' expects 'tap', not 'user' (the only netdev type)",
@@ -389,7 +399,10 @@ mod tests {
                 json!({"id": "n", "ifname": "t", "fd": "t"}),
                 "Give the TAP once: 'ifname' or 'fd', not both",
             ),
-            (json!({"id": "n", "fd": "t", "fds": "t"}), "Give 'fd' or 'fds', not both"),
+            (
+                json!({"id": "n", "fd": "t", "fds": "t"}),
+                "Give 'fd' or 'fds', not both",
+            ),
             (
                 json!({"id": "n", "fds": "t:u"}),
                 "Parameter 'fds' gives several queues; one is supported (one descriptor)",
@@ -410,7 +423,10 @@ mod tests {
                 json!({"id": "n", "ifname": "t", "queues": 4}),
                 "Parameter 'queues' expects 1 (one queue pair is supported)",
             ),
-            (json!({"id": "n", "fd": "2"}), "fd: descriptor 2 is not open in the VMM"),
+            (
+                json!({"id": "n", "fd": "2"}),
+                "fd: descriptor 2 is not open in the VMM",
+            ),
         ] {
             let e = args(v.clone()).unwrap().resolve(&mut fds).unwrap_err();
             assert_eq!(e.desc, want, "{v}");

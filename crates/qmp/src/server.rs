@@ -64,11 +64,12 @@ fn recv_with_fds(stream: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Vec<
     let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
     while !cmsg.is_null() {
         // SAFETY: `cmsg` points at a complete header inside the control area.
-        let (level, kind, len) = unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, (*cmsg).cmsg_len) };
+        let (level, kind, len) =
+            unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, (*cmsg).cmsg_len) };
         if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
             // SAFETY: CMSG_LEN(0) is the header's size; the data follows it.
             let header = unsafe { libc::CMSG_LEN(0) } as usize;
-            let count = (len as usize).saturating_sub(header) / std::mem::size_of::<libc::c_int>();
+            let count = len.saturating_sub(header) / std::mem::size_of::<libc::c_int>();
             // SAFETY: CMSG_DATA points at `count` descriptors inside the control area.
             let data = unsafe { libc::CMSG_DATA(cmsg) } as *const libc::c_int;
             for i in 0..count {

@@ -38,13 +38,18 @@ fn net(args: &Args) -> Result<(), CmdError> {
 
 /// `eth<i>` as a NIC index.
 fn device(args: &Args, i: usize) -> Result<usize, CmdError> {
-    let name = args.get(i).ok_or(CmdError::msg("missing device (eth0, eth1)"))?;
+    let name = args
+        .get(i)
+        .ok_or(CmdError::msg("missing device (eth0, eth1)"))?;
     let index = match name {
         [b'e', b't', b'h', d @ b'0'..=b'9'] => usize::from(d - b'0'),
         _ => return Err(CmdError::msg("bad device name (eth0, eth1)")),
     };
     if index >= virtio_net::count() {
-        return Err(CmdError::dec("no such NIC; nics=", virtio_net::count() as u64));
+        return Err(CmdError::dec(
+            "no such NIC; nics=",
+            virtio_net::count() as u64,
+        ));
     }
     Ok(index)
 }
@@ -184,7 +189,9 @@ fn print_received(r: &virtio_net::Received) {
 
 fn recv(args: &Args) -> Result<(), CmdError> {
     if !(4..=5).contains(&args.len()) {
-        return Err(CmdError::msg("usage: net recv <dev> <count> <ticks> [seed]"));
+        return Err(CmdError::msg(
+            "usage: net recv <dev> <count> <ticks> [seed]",
+        ));
     }
     let dev = device(args, 1)?;
     let count = args.number(2, "bad count")?;
@@ -252,7 +259,11 @@ fn evil(args: &Args) -> Result<(), CmdError> {
         }
         return Ok(());
     }
-    let dev = if args.len() > 2 { device(args, 2)? } else { device_zero()? };
+    let dev = if args.len() > 2 {
+        device(args, 2)?
+    } else {
+        device_zero()?
+    };
     let Ok(case) = core::str::from_utf8(case) else {
         return Err(CmdError::msg("unknown case (net evil list)"));
     };

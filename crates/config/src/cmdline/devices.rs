@@ -167,9 +167,7 @@ impl Devices {
             }
             (Some(n), None) => n,
             (None, Some(_)) => String::new(),
-            (None, None) => {
-                return Err(ConfigError::invalid(opt, "missing ifname=TAP (or fd=N)"))
-            }
+            (None, None) => return Err(ConfigError::invalid(opt, "missing ifname=TAP (or fd=N)")),
         };
         let vhost = s.take_bool("vhost")?.unwrap_or(false);
         let vhost_fd = match (s.take("vhostfd")?, s.take("vhostfds")?) {
@@ -558,13 +556,22 @@ mod tests {
             err("tap,id=n,ifname=t,fd=3"),
             "-netdev: give the TAP once: ifname=TAP or fd=N, not both"
         );
-        assert_eq!(err("tap,id=n,fd=3,fds=4"), "-netdev: give fd= or fds=, not both");
+        assert_eq!(
+            err("tap,id=n,fd=3,fds=4"),
+            "-netdev: give fd= or fds=, not both"
+        );
         assert_eq!(
             err("tap,id=n,fds=3:4"),
             "-netdev: fds=3:4 gives several queues; one is supported (one descriptor)"
         );
-        assert_eq!(err("tap,id=n,fd=x"), "-netdev: fd=x is not a descriptor number");
-        assert_eq!(err("tap,id=n,fd=-1"), "-netdev: fd=-1 is not a descriptor number");
+        assert_eq!(
+            err("tap,id=n,fd=x"),
+            "-netdev: fd=x is not a descriptor number"
+        );
+        assert_eq!(
+            err("tap,id=n,fd=-1"),
+            "-netdev: fd=-1 is not a descriptor number"
+        );
         assert!(err("tap,id=n,ifname=t,vhost=maybe").contains("not a boolean"));
         assert_eq!(
             err("tap,id=n,ifname=t,queues=2"),

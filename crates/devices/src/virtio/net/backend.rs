@@ -35,7 +35,9 @@ pub enum VhostSource {
 pub enum BackendError {
     #[error(transparent)]
     Tap(#[from] TapError),
-    #[error("vhost=on: {VHOST_NET_PATH} is missing: {0} (load the vhost_net module, or use vhost=off)")]
+    #[error(
+        "vhost=on: {VHOST_NET_PATH} is missing: {0} (load the vhost_net module, or use vhost=off)"
+    )]
     NoVhostNet(std::io::Error),
     #[error("vhost=on: {0}")]
     Vhost(VhostError),
@@ -84,9 +86,7 @@ pub fn identity_of(name: &str) -> String {
 fn open_vhost(src: VhostSource, required: u64) -> Result<VhostDevice, BackendError> {
     let dev = match src {
         VhostSource::Open => VhostDevice::open(Path::new(VHOST_NET_PATH)).map_err(|e| match e {
-            VhostError::Open { source, .. }
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
+            VhostError::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 BackendError::NoVhostNet(source)
             }
             other => BackendError::Vhost(other),

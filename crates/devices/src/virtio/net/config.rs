@@ -160,6 +160,9 @@ mod tests {
         let b = random_mac();
         assert_eq!(a[0] & 3, 2);
         assert_ne!(a, b);
-        assert_eq!(format_mac(&[0x0e, 0x90, 0xdf, 0x9f, 0xa8, 0x88]), "0e:90:df:9f:a8:88");
+        assert_eq!(
+            format_mac(&[0x0e, 0x90, 0xdf, 0x9f, 0xa8, 0x88]),
+            "0e:90:df:9f:a8:88"
+        );
     }
 }

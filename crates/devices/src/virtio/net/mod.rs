@@ -51,8 +51,8 @@ use vmm_sys_util::eventfd::EventFd;
 pub const QUEUE_SIZE: u16 = 256;
 /// The ring features a vhost-net backend must support to serve any NIC (what every NIC slot
 /// offers a driver).
-pub const VHOST_REQUIRED: u64 = crate::virtio::vhost::RING_FEATURES
-    | (1 << config::feature::MRG_RXBUF);
+pub const VHOST_REQUIRED: u64 =
+    crate::virtio::vhost::RING_FEATURES | (1 << config::feature::MRG_RXBUF);
 
 /// A virtio-net device (one NIC slot).
 pub struct Net {

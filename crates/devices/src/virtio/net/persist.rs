@@ -152,7 +152,10 @@ mod tests {
     fn vhost_state_and_a_different_tap_are_refused() {
         let mut state = Net::new(0, [2, 0, 0, 0, 0, 1], None).save();
         state.vhost = true;
-        assert!(matches!(Net::restore(None, &state), Err(RestoreError::Vhost(0))));
+        assert!(matches!(
+            Net::restore(None, &state),
+            Err(RestoreError::Vhost(0))
+        ));
         state.vhost = false;
         state.tap = Some("tap0".into());
         let e = Net::restore(None, &state).err().unwrap();

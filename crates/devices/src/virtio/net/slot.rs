@@ -204,19 +204,24 @@ impl NetHandle {
 
     /// Plugs `backend` into the empty slot; with `mac`, the guest must not have read another
     /// MAC yet. The guest sees the link come up through a config-change interrupt. On failure
-    /// the backend is closed and nothing changed.
-    pub fn attach(&self, backend: NicBackend, mac: Option<[u8; 6]>) -> Result<(), NetError> {
+    /// nothing changed, and the backend comes back when it is still whole.
+    pub fn attach(
+        &self,
+        backend: NicBackend,
+        mac: Option<[u8; 6]>,
+    ) -> Result<(), (NetError, Option<NicBackend>)> {
         let mut inner = lock(&self.slot.inner);
         let c = self.slot.config();
         if c.link_up || inner.backend.is_some() {
-            return Err(NetError::SlotBusy(self.slot.index));
+            return Err((NetError::SlotBusy(self.slot.index), Some(backend)));
         }
         if let Some(m) = mac {
             if m != c.mac && c.mac_read {
-                return Err(NetError::MacFixed {
+                let e = NetError::MacFixed {
                     index: self.slot.index,
                     now: format_mac(&c.mac),
-                });
+                };
+                return Err((e, Some(backend)));
             }
         }
         let name = backend.tap.name().to_string();
@@ -224,7 +229,7 @@ impl NetHandle {
         match inner.worker.as_ref() {
             Some(w) => w
                 .attach(backend)
-                .map_err(|(_closed, why)| NetError::Backend(format!("TAP {name}: {why}")))?,
+                .map_err(|(back, why)| (NetError::Backend(format!("TAP {name}: {why}")), back))?,
             None => inner.backend = Some(backend),
         }
         self.slot.publish(|c| {

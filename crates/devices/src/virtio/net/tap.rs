@@ -120,7 +120,9 @@ pub struct Tap {
 fn check_name(name: &str) -> Result<(), TapError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_IFNAME
-        && !name.bytes().any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace())
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace())
         && name != "."
         && name != "..";
     if ok {
@@ -167,7 +169,12 @@ impl Tap {
             stand_in: false,
         };
         // A name the kernel did not know got a new TAP, which goes away when `tap` closes.
-        if tap.flags().map_err(|source| tap.setup("TUNGETIFF", source))? & IFF_PERSIST == 0 {
+        if tap
+            .flags()
+            .map_err(|source| tap.setup("TUNGETIFF", source))?
+            & IFF_PERSIST
+            == 0
+        {
             return Err(TapError::Missing(name.to_string()));
         }
         tap.set_vnet_hdr_len()?;
@@ -209,7 +216,11 @@ impl Tap {
         };
         for (what, cmd, flag) in [
             ("close-on-exec", libc::F_SETFD, libc::FD_CLOEXEC),
-            ("non-blocking", libc::F_SETFL, libc::O_NONBLOCK | libc::O_RDWR),
+            (
+                "non-blocking",
+                libc::F_SETFL,
+                libc::O_NONBLOCK | libc::O_RDWR,
+            ),
         ] {
             // SAFETY: plain fcntl flag updates on a descriptor we own.
             if unsafe { libc::fcntl(tap.file.as_raw_fd(), cmd, flag) } < 0 {
@@ -362,7 +373,10 @@ mod tests {
     #[test]
     fn bad_names_are_refused_before_any_system_call() {
         for n in ["", "a/b", "0123456789abcdef", "a b", ".", ".."] {
-            assert!(matches!(Tap::open_named(n), Err(TapError::BadName(_))), "{n:?}");
+            assert!(
+                matches!(Tap::open_named(n), Err(TapError::BadName(_))),
+                "{n:?}"
+            );
         }
     }
 
@@ -378,8 +392,10 @@ mod tests {
         let f = File::open("/dev/null").unwrap();
         let e = Tap::from_fd(f.as_raw_fd()).unwrap_err();
         assert!(
-            e.to_string()
-                .starts_with(&format!("descriptor {} is not a TAP device: ", f.as_raw_fd())),
+            e.to_string().starts_with(&format!(
+                "descriptor {} is not a TAP device: ",
+                f.as_raw_fd()
+            )),
             "{e}"
         );
         // /dev/null is still open and ours.

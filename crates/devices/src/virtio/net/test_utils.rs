@@ -195,7 +195,13 @@ pub fn host_recv(peer: &std::fs::File, timeout: Duration) -> Option<Vec<u8>> {
     }
     let mut buf = vec![0u8; 70000];
     // SAFETY: reads at most `buf.len()` bytes into `buf`.
-    let n = unsafe { libc::read(peer.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+    let n = unsafe {
+        libc::read(
+            peer.as_raw_fd(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+        )
+    };
     assert!(n >= 0);
     buf.truncate(n as usize);
     Some(buf)
@@ -205,7 +211,13 @@ pub fn host_recv(peer: &std::fs::File, timeout: Duration) -> Option<Vec<u8>> {
 pub fn host_send(peer: &std::fs::File, frame: &[u8]) {
     use std::os::fd::AsRawFd;
     // SAFETY: writes `frame` from a valid buffer.
-    let n = unsafe { libc::write(peer.as_raw_fd(), frame.as_ptr() as *const libc::c_void, frame.len()) };
+    let n = unsafe {
+        libc::write(
+            peer.as_raw_fd(),
+            frame.as_ptr() as *const libc::c_void,
+            frame.len(),
+        )
+    };
     assert_eq!(n as usize, frame.len());
 }
 

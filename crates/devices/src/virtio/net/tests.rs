@@ -37,7 +37,12 @@ fn config(t: &mut MmioTransport) -> ([u8; 6], u16) {
 }
 
 fn transport(m: &GuestMemoryMmap, net: Net) -> MmioTransport {
-    MmioTransport::new(m.clone(), Box::new(net), EventFd::new(EFD_NONBLOCK).unwrap()).unwrap()
+    MmioTransport::new(
+        m.clone(),
+        Box::new(net),
+        EventFd::new(EFD_NONBLOCK).unwrap(),
+    )
+    .unwrap()
 }
 
 /// Linux's probe: every offered feature taken, then both queues, then DRIVER_OK.
@@ -98,7 +103,7 @@ fn plugging_raises_the_link_with_a_config_interrupt_and_traffic_flows() {
     assert!(eventually(|| thread_names().iter().any(|n| n == "net0")));
     let gen0 = r(&mut t, GENERATION);
     let (b, peer) = backend("hp0");
-    h.attach(b, None).unwrap();
+    h.attach(b, None).map_err(|(e, _)| e).unwrap();
     assert!(wait(t.interrupt().irqfd(), SECOND).is_some());
     assert_eq!(r(&mut t, INTERRUPT_STATUS) & 2, 2);
     w(&mut t, INTERRUPT_ACK, 2);
@@ -154,31 +159,33 @@ fn a_new_mac_is_taken_only_before_the_driver_has_read_the_old_one() {
     let other = [0x0e, 0, 0, 0, 0, 7];
     // Before any driver: the guest will read the new MAC when it probes.
     let (b, _p1) = backend("m1");
-    h.attach(b, Some(other)).unwrap();
+    h.attach(b, Some(other)).map_err(|(e, _)| e).unwrap();
     assert_eq!(config(&mut t).0, other);
     drop(h.detach().unwrap());
     let rxq = TestQueue::new(&m, RXQ);
     let txq = TestQueue::new(&m, TXQ);
     start(&mut t, &rxq, &txq);
     let (b, _p2) = backend("m2");
+    let (e, back) = h.attach(b, Some(MAC)).unwrap_err();
     assert_eq!(
-        h.attach(b, Some(MAC)).unwrap_err(),
+        e,
         NetError::MacFixed {
             index: 1,
             now: "0e:00:00:00:00:07".into()
         }
     );
+    assert_eq!(back.unwrap().tap.name(), "m2", "the TAP comes back");
     assert!(!h.is_attached(), "nothing changed");
     let (b, _p3) = backend("m3");
-    h.attach(b, Some(other)).unwrap();
+    h.attach(b, Some(other)).map_err(|(e, _)| e).unwrap();
     let (b, _p4) = backend("m4");
-    assert_eq!(h.attach(b, None).unwrap_err(), NetError::SlotBusy(1));
+    assert_eq!(h.attach(b, None).unwrap_err().0, NetError::SlotBusy(1));
     assert_eq!(h.tap_name().as_deref(), Some("m3"));
     // After a reset the driver reads the MAC again.
     drop(h.detach().unwrap());
     w(&mut t, STATUS, 0);
     let (b, _p5) = backend("m5");
-    h.attach(b, Some(MAC)).unwrap();
+    h.attach(b, Some(MAC)).map_err(|(e, _)| e).unwrap();
     assert_eq!(config(&mut t).0, MAC);
 }
 
@@ -204,19 +211,27 @@ fn the_guest_memory_of_a_frame_is_what_the_tap_gets() {
     assert_eq!(host_recv(&peer, SECOND).unwrap(), frame);
     // Indirect: the chain is one descriptor pointing at a table of three.
     let table = 0x50_0000u64;
-    let bufs = [(0x51_0000u64, &frame[..12]), (0x52_0000, &frame[12..700]), (0x53_0000, &frame[700..])];
+    let bufs = [
+        (0x51_0000u64, &frame[..12]),
+        (0x52_0000, &frame[12..700]),
+        (0x53_0000, &frame[700..]),
+    ];
     for (i, (addr, bytes)) in bufs.iter().enumerate() {
         m.write_slice(bytes, GuestAddress(*addr)).unwrap();
         let flags = if i < 2 { NEXT } else { 0 };
-        let d = virtio_queue::desc::RawDescriptor::from(virtio_queue::desc::split::Descriptor::new(
-            *addr,
-            bytes.len() as u32,
-            flags,
-            i as u16 + 1,
-        ));
+        let d =
+            virtio_queue::desc::RawDescriptor::from(virtio_queue::desc::split::Descriptor::new(
+                *addr,
+                bytes.len() as u32,
+                flags,
+                i as u16 + 1,
+            ));
         m.write_obj(d, GuestAddress(table + 16 * i as u64)).unwrap();
     }
-    txq.set_desc(15, virtio_queue::desc::split::Descriptor::new(table, 48, 4, 0));
+    txq.set_desc(
+        15,
+        virtio_queue::desc::split::Descriptor::new(table, 48, 4, 0),
+    );
     txq.push_avail(15);
     w(&mut t, 0x50, 1);
     assert_eq!(host_recv(&peer, SECOND).unwrap(), frame);

@@ -62,7 +62,9 @@ pub fn gather(
             continue;
         }
         let out = || TxError::OutOfMemory(d.addr().0, d.len());
-        let slice = mem.get_slice(d.addr(), d.len() as usize).map_err(|_| out())?;
+        let slice = mem
+            .get_slice(d.addr(), d.len() as usize)
+            .map_err(|_| out())?;
         len += d.len() as usize;
         if len > MAX_TX_LEN {
             return Err(TxError::TooBig(len));
@@ -125,7 +127,10 @@ mod tests {
 
     #[test]
     fn bad_chains_are_refused() {
-        assert_eq!(gather_head(&[(0x20_0000, 64, WRITE)]).0, Err(TxError::WrongDirection));
+        assert_eq!(
+            gather_head(&[(0x20_0000, 64, WRITE)]).0,
+            Err(TxError::WrongDirection)
+        );
         assert_eq!(
             gather_head(&[(0x20_0000, 12, NEXT), (0x20_1000, 64, WRITE)]).0,
             Err(TxError::WrongDirection)
@@ -138,8 +143,14 @@ mod tests {
             gather_head(&[(u64::MAX - 10, 64, 0)]).0,
             Err(TxError::OutOfMemory(u64::MAX - 10, 64))
         );
-        assert_eq!(gather_head(&[(0x20_0000, 8, 0)]).0, Err(TxError::NoHeader(8)));
-        assert_eq!(gather_head(&[(0x20_0000, 0, 0)]).0, Err(TxError::NoHeader(0)));
+        assert_eq!(
+            gather_head(&[(0x20_0000, 8, 0)]).0,
+            Err(TxError::NoHeader(8))
+        );
+        assert_eq!(
+            gather_head(&[(0x20_0000, 0, 0)]).0,
+            Err(TxError::NoHeader(0))
+        );
         assert_eq!(
             gather_head(&[(0x20_0000, 65536, NEXT), (0x21_0000, 100, 0)]).0,
             Err(TxError::TooBig(65636))
@@ -152,6 +163,9 @@ mod tests {
         vq.push_avail(0);
         let mut q = vq.create_queue();
         let chain = q.iter(&m).unwrap().next().unwrap();
-        assert_eq!(gather(chain, &m, &mut IoVecs::default()), Err(TxError::Unterminated));
+        assert_eq!(
+            gather(chain, &m, &mut IoVecs::default()),
+            Err(TxError::Unterminated)
+        );
     }
 }

@@ -51,10 +51,7 @@ const VHOST_FEATURES: u64 = bit(VERSION_1)
 /// A request to the running thread.
 pub(super) enum Command {
     /// Start serving this backend; on failure it comes back with the reason.
-    Attach(
-        NicBackend,
-        SyncSender<Result<(), (NicBackend, String)>>,
-    ),
+    Attach(NicBackend, SyncSender<Result<(), (NicBackend, String)>>),
     /// Stop serving the backend and hand it over.
     Detach(SyncSender<Option<NicBackend>>),
 }
@@ -235,7 +232,11 @@ impl Running {
         if let Some(b) = self.w.backend.take() {
             if let Err((b, why)) = self.enter(b) {
                 // Held but not served (device_del still takes it out); the guest sees no link.
-                log::error!("virtio-net {}: cannot serve {}: {why}", self.index(), b.tap.name());
+                log::error!(
+                    "virtio-net {}: cannot serve {}: {why}",
+                    self.index(),
+                    b.tap.name()
+                );
                 self.w.backend = Some(b);
                 self.w.slot.set_link(false);
             }
@@ -247,9 +248,7 @@ impl Running {
             }
             let vhost = self.mode == Mode::Vhost;
             let tap_fd = match (&self.mode, &self.w.backend) {
-                (Mode::User, Some(b)) if !self.rx_blocked && !self.broken[RX] => {
-                    b.tap.as_raw_fd()
-                }
+                (Mode::User, Some(b)) if !self.rx_blocked && !self.broken[RX] => b.tap.as_raw_fd(),
                 _ => -1,
             };
             let queue_fd = |i: usize, wanted: bool| {
@@ -607,7 +606,9 @@ impl Running {
                             break;
                         }
                     }
-                    let Some(b) = self.w.backend.as_ref() else { break };
+                    let Some(b) = self.w.backend.as_ref() else {
+                        break;
+                    };
                     match b.tap.read_frame(&mut self.rx_buf) {
                         Ok(n) if n > VNET_HDR_LEN => {
                             self.rx_pending = Some(n);

@@ -183,8 +183,7 @@ impl VhostDevice {
     ) -> Result<(), VhostError> {
         self.set_owner().map_err(ioctl("SET_OWNER"))?;
         self.owned = true;
-        self.set_features(features)
-            .map_err(ioctl("SET_FEATURES"))?;
+        self.set_features(features).map_err(ioctl("SET_FEATURES"))?;
         let regions: Vec<VhostUserMemoryRegionInfo> = mem
             .iter()
             .map(|r| VhostUserMemoryRegionInfo {

@@ -44,7 +44,11 @@ fn mergeable_frames_span_buffers_and_say_how_many() {
     got.extend(read_guest(&m, 0x20_1000, 1000));
     got.extend(read_guest(&m, 0x20_2000, 512));
     assert_eq!(got, data);
-    assert_eq!(q.next_avail(), 3, "the fourth buffer stays for the next frame");
+    assert_eq!(
+        q.next_avail(),
+        3,
+        "the fourth buffer stays for the next frame"
+    );
 }
 
 #[test]
@@ -167,13 +171,25 @@ fn a_head_past_the_queue_breaks_it() {
     let vq = TestQueue::new(&m, RXQ);
     vq.push_avail(QSIZE + 3);
     let mut q = vq.create_queue();
-    let r = deliver(&mut q, &m, &mut tap_frame(&[1; 60]), true, &mut RxScratch::default());
+    let r = deliver(
+        &mut q,
+        &m,
+        &mut tap_frame(&[1; 60]),
+        true,
+        &mut RxScratch::default(),
+    );
     assert!(matches!(r, RxOutcome::Broken(_)), "{r:?}");
     // So does an avail index more than a ring ahead.
     let vq = TestQueue::new(&m, TXQ);
     vq.set_avail_idx(QSIZE + 1);
     let mut q = vq.create_queue();
-    let r = deliver(&mut q, &m, &mut tap_frame(&[1; 60]), true, &mut RxScratch::default());
+    let r = deliver(
+        &mut q,
+        &m,
+        &mut tap_frame(&[1; 60]),
+        true,
+        &mut RxScratch::default(),
+    );
     assert!(matches!(r, RxOutcome::Broken(_)), "{r:?}");
 }
 
@@ -185,6 +201,12 @@ fn has_buffers_follows_the_avail_index() {
     assert!(!has_buffers(&q, &m).unwrap());
     vq.rx_buffer(0, 0x20_0000, 2048);
     assert!(has_buffers(&q, &m).unwrap());
-    deliver(&mut q, &m, &mut tap_frame(&[0; 60]), false, &mut RxScratch::default());
+    deliver(
+        &mut q,
+        &m,
+        &mut tap_frame(&[0; 60]),
+        false,
+        &mut RxScratch::default(),
+    );
     assert!(!has_buffers(&q, &m).unwrap());
 }

@@ -57,7 +57,9 @@ fn frames_go_out_to_the_tap_with_one_interrupt_per_batch() {
     let txq = TestQueue::new(&m, TXQ);
     let (b, peer) = backend("t0");
     let hdr = [0u8; 12];
-    let frames: Vec<Vec<u8>> = (0..5).map(|i| payload(i, 60 + usize::from(i) * 100)).collect();
+    let frames: Vec<Vec<u8>> = (0..5)
+        .map(|i| payload(i, 60 + usize::from(i) * 100))
+        .collect();
     for (i, f) in frames.iter().enumerate() {
         let at = 0x20_0000 + i as u64 * 0x1000;
         // The header in a descriptor of its own, the frame in one or two more.
@@ -224,7 +226,10 @@ fn bad_chains_fail_alone_on_both_queues() {
         4,
     );
     assert_eq!(host_recv(&peer, SECOND).unwrap(), tap_frame(&[5; 100]));
-    assert!(host_recv(&peer, Duration::from_millis(50)).is_none(), "only the good frame");
+    assert!(
+        host_recv(&peer, Duration::from_millis(50)).is_none(),
+        "only the good frame"
+    );
     assert!(wait_used(&txq, 6));
     assert!(wait_used(&rxq, 2));
     assert_eq!(rxq.used(), vec![(0, 0), (1, 102)]);

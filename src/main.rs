@@ -97,10 +97,26 @@ fn log_config(cfg: &VmConfig) {
             )
         })
         .collect();
+    let nics: Vec<String> = cfg
+        .nets
+        .iter()
+        .map(|n| {
+            format!(
+                "{}={}{}",
+                n.device_id(),
+                match n.fd {
+                    Some(fd) => format!("fd:{fd}"),
+                    None => n.host_dev_name.clone(),
+                },
+                if n.vhost { ",vhost" } else { "" }
+            )
+        })
+        .collect();
     log::info!(
-        "config: disks [{}], initrd {}, qmp {}, serial {}, seccomp {}, daemon {}, pidfile {}, \
-         guest memory in core dumps {}, pid {}",
+        "config: disks [{}], NICs [{}], initrd {}, qmp {}, serial {}, seccomp {}, daemon {}, \
+         pidfile {}, guest memory in core dumps {}, pid {}",
         disks.join(" "),
+        nics.join(" "),
         cfg.boot
             .initrd
             .as_ref()

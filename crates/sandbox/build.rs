@@ -45,6 +45,7 @@ fn constants() -> BTreeMap<&'static str, u64> {
         // header length, offloads.
         ("TUNSETIFF", ioc(IOC_WRITE, TUNTAP, 202, 4)),
         ("TUNSETOFFLOAD", ioc(IOC_WRITE, TUNTAP, 208, 4)),
+        ("TUNSETSNDBUF", ioc(IOC_WRITE, TUNTAP, 212, 4)),
         ("TUNGETIFF", ioc(IOC_READ, TUNTAP, 210, 4)),
         ("TUNSETVNETHDRSZ", ioc(IOC_WRITE, TUNTAP, 216, 4)),
         // vhost (linux/vhost.h): the common device ioctls and vhost-net's backend. Sizes are

@@ -261,6 +261,7 @@ fn policy_constants_match_the_kernel_headers() {
     assert_eq!(constant("TUNSETOFFLOAD"), 0x4004_54d0);
     assert_eq!(constant("TUNGETIFF"), 0x8004_54d2);
     assert_eq!(constant("TUNSETVNETHDRSZ"), 0x4004_54d8);
+    assert_eq!(constant("TUNSETSNDBUF"), 0x4004_54d4);
     assert_eq!(constant("F_GETFD"), libc::F_GETFD as u64);
     assert_eq!(constant("F_SETFD"), libc::F_SETFD as u64);
     assert_eq!(constant("TCGETS"), libc::TCGETS);

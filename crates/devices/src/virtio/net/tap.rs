@@ -26,6 +26,7 @@ const TUN_PATH: &str = "/dev/net/tun";
 const TUNTAP: u32 = b'T' as u32;
 ioctl_iow_nr!(TUNSETIFF, TUNTAP, 202, ::std::os::raw::c_int);
 ioctl_iow_nr!(TUNSETOFFLOAD, TUNTAP, 208, ::std::os::raw::c_uint);
+ioctl_iow_nr!(TUNSETSNDBUF, TUNTAP, 212, ::std::os::raw::c_int);
 ioctl_ior_nr!(TUNGETIFF, TUNTAP, 210, ::std::os::raw::c_uint);
 ioctl_iow_nr!(TUNSETVNETHDRSZ, TUNTAP, 216, ::std::os::raw::c_int);
 
@@ -278,12 +279,21 @@ impl Tap {
         }
     }
 
+    /// The queue's mode for this device: the 12-byte header, and a send buffer the host's
+    /// stack never runs short of (what QEMU sets too: a full one would make writes of the
+    /// guest's frames fail, or vhost-net wait for room, while the stack has room to spare).
     fn set_vnet_hdr_len(&self) -> Result<(), TapError> {
         let len = VNET_HDR_LEN as libc::c_int;
         // SAFETY: TUNSETVNETHDRSZ reads the int we pass.
         let r = unsafe { ioctl_with_ref(&self.file, TUNSETVNETHDRSZ(), &len) };
         if r < 0 {
             return Err(self.setup("TUNSETVNETHDRSZ", io::Error::last_os_error()));
+        }
+        let sndbuf = libc::c_int::MAX;
+        // SAFETY: TUNSETSNDBUF reads the int we pass.
+        let r = unsafe { ioctl_with_ref(&self.file, TUNSETSNDBUF(), &sndbuf) };
+        if r < 0 {
+            return Err(self.setup("TUNSETSNDBUF", io::Error::last_os_error()));
         }
         Ok(())
     }
@@ -367,6 +377,7 @@ mod tests {
         assert_eq!(TUNSETOFFLOAD(), 0x4004_54d0);
         assert_eq!(TUNGETIFF(), 0x8004_54d2);
         assert_eq!(TUNSETVNETHDRSZ(), 0x4004_54d8);
+        assert_eq!(TUNSETSNDBUF(), 0x4004_54d4);
         assert_eq!(std::mem::size_of::<IfReq>(), 40);
     }
 

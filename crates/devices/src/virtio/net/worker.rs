@@ -89,6 +89,8 @@ struct Running {
     rx_blocked: bool,
     /// A transmit batch stopped at its limit with chains left.
     tx_more: bool,
+    /// The TAP's send buffer is full: the next frame waits until it is writable.
+    tx_blocked: bool,
     broken: [bool; 2],
     scratch: RxScratch,
     iov: IoVecs,
@@ -120,6 +122,7 @@ impl WorkerHandle {
             rx_pending: None,
             rx_blocked: false,
             tx_more: false,
+            tx_blocked: false,
             broken: [false; 2],
             scratch: RxScratch::default(),
             iov: IoVecs(Vec::with_capacity(64)),
@@ -247,9 +250,20 @@ impl Running {
                 break;
             }
             let vhost = self.mode == Mode::Vhost;
-            let tap_fd = match (&self.mode, &self.w.backend) {
-                (Mode::User, Some(b)) if !self.rx_blocked && !self.broken[RX] => b.tap.as_raw_fd(),
-                _ => -1,
+            // The TAP: readable while the guest has receive buffers, writable while a frame
+            // waits for room in the TAP's send buffer.
+            let (tap_fd, tap_events) = match (&self.mode, &self.w.backend) {
+                (Mode::User, Some(b)) => {
+                    let mut ev = 0;
+                    if !self.rx_blocked && !self.broken[RX] {
+                        ev |= libc::POLLIN;
+                    }
+                    if self.tx_blocked {
+                        ev |= libc::POLLOUT;
+                    }
+                    (if ev != 0 { b.tap.as_raw_fd() } else { -1 }, ev)
+                }
+                _ => (-1, 0),
             };
             let queue_fd = |i: usize, wanted: bool| {
                 if wanted && !vhost && !self.broken[i] {
@@ -260,9 +274,13 @@ impl Running {
             };
             let mut fds = [
                 pollfd(self.wake.as_raw_fd()),
-                pollfd(queue_fd(TX, true)),
+                pollfd(queue_fd(TX, !self.tx_blocked)),
                 pollfd(queue_fd(RX, self.mode == Mode::User)),
-                pollfd(tap_fd),
+                libc::pollfd {
+                    fd: tap_fd,
+                    events: tap_events,
+                    revents: 0,
+                },
                 pollfd(if vhost { self.errs[RX].as_raw_fd() } else { -1 }),
                 pollfd(if vhost { self.errs[TX].as_raw_fd() } else { -1 }),
             ];
@@ -286,7 +304,11 @@ impl Running {
                 }
                 self.commands();
             }
-            if ready(1) || self.tx_more {
+            let tap_out = fds[3].revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0;
+            if tap_out && self.tx_blocked {
+                self.tx_blocked = false;
+            }
+            if ready(1) || self.tx_more || tap_out {
                 // EAGAIN only if another reader raced us; nothing to do then.
                 let _ = self.w.evts[TX].read();
                 self.process_tx();
@@ -295,7 +317,7 @@ impl Running {
                 let _ = self.w.evts[RX].read();
                 self.rx_blocked = false;
                 self.process_rx();
-            } else if ready(3) {
+            } else if fds[3].revents & libc::POLLIN != 0 {
                 self.process_rx();
             }
             for (i, q) in [(4, RX), (5, TX)] {
@@ -399,6 +421,7 @@ impl Running {
     /// Stops serving the backend (which stays in `self.w.backend`): back to the empty mode,
     /// with the rings taken back from the kernel at the positions it reached.
     fn leave(&mut self) {
+        self.tx_blocked = false;
         match self.mode {
             Mode::Empty => {}
             Mode::User => {
@@ -499,10 +522,12 @@ impl Running {
         }
     }
 
-    /// Sends (or, with no TAP, drops) every available transmit chain, a batch at a time.
+    /// Sends (or, with no TAP, drops) every available transmit chain, a batch at a time. A
+    /// frame the TAP cannot take yet (its send buffer is full) goes back into the ring and
+    /// waits for the TAP to be writable: nothing the guest sends is lost to back-pressure.
     fn process_tx(&mut self) {
         self.tx_more = false;
-        if self.broken[TX] || self.mode == Mode::Vhost {
+        if self.broken[TX] || self.mode == Mode::Vhost || self.tx_blocked {
             return;
         }
         let mut used = false;
@@ -523,7 +548,13 @@ impl Running {
                 let Some(chain) = chain else { break };
                 let head = chain.head_index();
                 match tx::gather(chain, &self.w.mem, &mut self.iov) {
-                    Ok(len) => self.send_frame(len),
+                    Ok(len) => {
+                        if !self.send_frame(len) {
+                            self.w.queues[TX].go_to_previous_position();
+                            self.tx_blocked = true;
+                            break 'batch;
+                        }
+                    }
                     Err(e) => {
                         self.w.slot.stats.tx_errors.fetch_add(1, Ordering::Relaxed);
                         self.reject("transmit chain refused", &e);
@@ -547,14 +578,15 @@ impl Running {
         }
     }
 
-    /// Writes the frame gathered in `self.iov` to the TAP, if there is one.
-    fn send_frame(&mut self, len: usize) {
+    /// Writes the frame gathered in `self.iov` to the TAP, if there is one. False if the TAP
+    /// cannot take it now (its send buffer is full): the caller keeps it for later.
+    fn send_frame(&mut self, len: usize) -> bool {
         let stats = &self.w.slot.stats;
         let tap = match (&self.mode, &self.w.backend) {
             (Mode::User, Some(b)) => &b.tap,
             _ => {
                 stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
-                return;
+                return true;
             }
         };
         // SAFETY: every iovec was made by `tx::gather` from a guest memory slice that `mem`
@@ -565,11 +597,14 @@ impl Running {
                 stats
                     .tx_bytes
                     .fetch_add((len - VNET_HDR_LEN) as u64, Ordering::Relaxed);
+                true
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
             Err(e) => {
                 // EIO: the host side of the TAP is down; the frame is lost, as on a wire.
                 stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
                 log::debug!("virtio-net {}: TAP write: {e}", self.index());
+                true
             }
         }
     }

@@ -262,3 +262,53 @@ fn the_thread_is_named_and_stops_promptly_giving_its_backend_back() {
     // The positions it reached are published.
     assert_eq!(rig.slot.positions[RX].load(), (0, 0));
 }
+
+#[test]
+fn a_full_tap_makes_the_guest_wait_and_loses_nothing() {
+    use std::os::fd::AsRawFd;
+    let m = mem();
+    let rxq = TestQueue::new(&m, RXQ);
+    let txq = TestQueue::new(&m, TXQ);
+    let (tap, peer) = tap_pair("t6");
+    let small: libc::c_int = 4096;
+    // SAFETY: sets an int socket option on a socket we own.
+    unsafe {
+        libc::setsockopt(
+            tap.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &small as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    let frames: Vec<Vec<u8>> = (0..QSIZE)
+        .map(|i| tap_frame(&payload(i as u8, 1000)))
+        .collect();
+    for (i, f) in frames.iter().enumerate() {
+        txq.tx_frame(i as u16, &[(0x20_0000 + i as u64 * 0x1000, f)]);
+    }
+    let rig = start(
+        &m,
+        [rxq.create_queue(), txq.create_queue()],
+        Some(NicBackend { tap, vhost: None }),
+        offered_features(),
+        6,
+    );
+    // The host side reads nothing for a while: the TAP fills, the rest of the frames wait.
+    std::thread::sleep(Duration::from_millis(200));
+    let taken = txq.used().len();
+    assert!(
+        taken < usize::from(QSIZE),
+        "{taken} frames taken by a full TAP"
+    );
+    for (i, f) in frames.iter().enumerate() {
+        assert_eq!(host_recv(&peer, SECOND).as_ref(), Some(f), "frame {i}");
+    }
+    assert!(wait_used(&txq, QSIZE as usize));
+    assert_eq!(rig.slot.stats.tx_dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        rig.slot.stats.tx_frames.load(Ordering::Relaxed),
+        u64::from(QSIZE)
+    );
+    drop(rig.handle);
+}

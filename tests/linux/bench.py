@@ -108,6 +108,12 @@ def net_contestants() -> list[tuple[str, list[str]]]:
     return out
 
 
+# Interrupts of eth0's virtio device in the guest (its line in /proc/interrupts is named after
+# the device, virtioN).
+GUEST_IRQS = ("v=$(basename $(readlink /sys/class/net/eth0/device)); "
+              "awk -v v=$v '$NF == v {print $2}' /proc/interrupts")
+
+
 def own_cpu_ns(l1, pid: int) -> int:
     return int(l1.sh(OWN_CPU.format(pid=pid)).strip())
 
@@ -139,6 +145,7 @@ def one_net(l1, name: str, argv: list[str], size: int, packets: int) -> dict:
         r["tcp_rx"] = kv(vm.out("sleep 1; cat /tmp/b.out"))
         # UDP, 64-byte datagrams; CPU over the whole run of each.
         for way, port in (("udp_tx", 6003), ("udp_rx", 6004)):
+            i0 = int(vm.out(GUEST_IRQS) or 0)
             c0 = own_cpu_ns(l1, vm.pid)
             if way == "udp_tx":
                 l1.sh(f"(netxfer udprecv {port} 3 > /tmp/b.out 2>&1 &)")
@@ -149,6 +156,7 @@ def one_net(l1, name: str, argv: list[str], size: int, packets: int) -> dict:
                 l1.sh(f"netxfer udpsend {GUEST_IP} {port} {packets} 64", timeout=600)
                 got = kv(vm.out("sleep 4; cat /tmp/b.out"))
             got["cpu_ns"] = str(own_cpu_ns(l1, vm.pid) - c0)
+            got["irqs"] = str(int(vm.out(GUEST_IRQS) or 0) - i0)
             r[way] = got
         return r
     finally:
@@ -166,7 +174,7 @@ def net_bench(l1, runs: int, size: int, packets: int) -> dict:
             mbit = lambda x: int(x["count"]) * 8 / max(float(x["ms"]), 1) / 1e3  # noqa: E731
             print(f"  run {run + 1}: {name:18} tcp tx {mbit(r['tcp_tx']):6.1f} rx "
                   f"{mbit(r['tcp_rx']):6.1f} Mbit/s, udp tx {r['udp_tx']['count']} rx "
-                  f"{r['udp_rx']['count']} packets", flush=True)
+                  f"{r['udp_rx']['count']} packets ({r['udp_rx']['irqs']} guest irqs)", flush=True)
 
     def med(name, f):
         return statistics.median(f(r) for r in results[name])
@@ -180,13 +188,17 @@ def net_bench(l1, runs: int, size: int, packets: int) -> dict:
     def cpu(way):
         return lambda r: int(r[way]["cpu_ns"]) / max(int(r[way]["count"]), 1) / 1e3
 
-    print(f"\n| VMM | TCP guest->host | TCP host->guest | UDP 64 B guest->host | UDP 64 B host->guest "
-          f"| VMM CPU per packet, guest->host / host->guest |")
-    print("|---|---|---|---|---|---|")
+    def irqs(way):
+        return lambda r: int(r[way]["irqs"]) / max(int(r[way]["count"]), 1)
+
+    print("\n| VMM | TCP guest->host | TCP host->guest | UDP 64 B guest->host | UDP 64 B host->guest "
+          "| VMM CPU per packet, guest->host / host->guest | guest interrupts per packet |")
+    print("|---|---|---|---|---|---|---|")
     for name, _ in contestants:
         print(f"| {name} | {med(name, mbit('tcp_tx')):.0f} Mbit/s | {med(name, mbit('tcp_rx')):.0f} Mbit/s "
               f"| {med(name, pps('udp_tx')):.0f} pkt/s | {med(name, pps('udp_rx')):.0f} pkt/s "
-              f"| {med(name, cpu('udp_tx')):.1f} / {med(name, cpu('udp_rx')):.1f} us |")
+              f"| {med(name, cpu('udp_tx')):.1f} / {med(name, cpu('udp_rx')):.1f} us "
+              f"| {med(name, irqs('udp_tx')):.2f} / {med(name, irqs('udp_rx')):.2f} |")
     print()
     for tag in ("user", "vhost"):
         s, q = f"stratovirt-{tag}", f"qemu-{tag}"

@@ -150,7 +150,14 @@ impl VirtioDevice for Net {
             slot: self.slot.clone(),
         };
         let name = format!("net{}", self.slot.index);
-        inner.worker = Some(WorkerHandle::spawn(name, worker).map_err(ActivateError::Thread)?);
+        match WorkerHandle::spawn(name, worker) {
+            Ok(w) => inner.worker = Some(w),
+            Err(e) => {
+                // The backend went with the thread that could not start: the slot is empty.
+                self.slot.clear_backend();
+                return Err(ActivateError::Thread(e));
+            }
+        }
         self.slot.set_interrupt(Some(interrupt));
         Ok(())
     }

@@ -140,6 +140,15 @@ impl NicSlot {
         c.mac_read = false;
     }
 
+    /// Shows an empty slot (its backend is gone).
+    pub(super) fn clear_backend(&self) {
+        self.publish(|c| {
+            c.link_up = false;
+            c.tap = None;
+            c.vhost = false;
+        });
+    }
+
     /// Shows the link as up or down and tells a running driver.
     pub(super) fn set_link(&self, up: bool) {
         self.publish(|c| c.link_up = up);

@@ -1,5 +1,6 @@
 //! The machine as QMP sees it: `VmControl` over a running VM.
 
+use crate::migration::Migration;
 use config::{CpuTopology, VmConfig};
 use devices::virtio::net::{TapSource, VhostSource};
 use machine::hotplug::{slot_from_addr, BootDevice, DeviceProps, Hotplug, HotplugError};
@@ -16,20 +17,34 @@ pub struct VmController {
     vcpus: u8,
     topology: CpuTopology,
     hotplug: Hotplug,
+    migration: Arc<Migration>,
 }
 
 impl VmController {
+    /// Also starts the `migrate` thread: call it before the main thread installs its seccomp
+    /// filter (see migration.rs).
     pub fn new(
         vm: Arc<VmHandle>,
         cfg: &VmConfig,
         (slots, boot_ids): (SlotTable, Vec<Option<BootDevice>>),
-    ) -> Self {
-        VmController {
+    ) -> Result<Self, String> {
+        Ok(VmController {
             vm,
             vcpus: cfg.machine.vcpus,
             topology: cfg.machine.topology(),
             hotplug: Hotplug::new(slots, &boot_ids),
+            migration: Migration::start_thread(cfg.incoming.is_some())?,
+        })
+    }
+
+    /// Nothing may change the VM while a snapshot of it is being written.
+    fn not_while_saving(&self, what: &str) -> Result<(), QmpError> {
+        if self.migration.in_progress() {
+            return Err(QmpError::generic(format!(
+                "cannot {what} while a snapshot is being written"
+            )));
         }
+        Ok(())
     }
 }
 
@@ -80,6 +95,7 @@ impl qmp::VmControl for VmController {
     }
 
     fn cont(&self) -> Result<(), QmpError> {
+        self.not_while_saving("resume the VM")?;
         self.vm.resume().map_err(QmpError::generic)?;
         log::info!("VM resumed");
         Ok(())
@@ -127,6 +143,7 @@ impl qmp::VmControl for VmController {
     }
 
     fn device_add(&self, args: &DeviceAddArguments) -> Result<(), QmpError> {
+        self.not_while_saving("add a device")?;
         let driver = args.driver.as_str();
         let slot = slot_from_addr(args.addr.as_deref(), args.lun);
         if NET_DRIVERS.contains(&driver) {
@@ -207,9 +224,20 @@ impl qmp::VmControl for VmController {
     }
 
     fn device_del(&self, id: &str) -> Result<(), QmpError> {
+        self.not_while_saving("remove a device")?;
         match self.hotplug.detach(id).map_err(qmp_error)? {
             Some(_) => Ok(()),
             None => Err(QmpError::device_not_found(id)),
         }
+    }
+
+    fn migrate(&self, uri: &str) -> Result<qmp::MigrateStarted, QmpError> {
+        self.migration
+            .start(&self.vm, uri, self.hotplug.slot_ids())
+            .inspect_err(|e| log::warn!("migrate refused: {}", e.desc))
+    }
+
+    fn query_migrate(&self) -> qmp::MigrationInfo {
+        self.migration.info()
     }
 }

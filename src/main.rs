@@ -1,6 +1,7 @@
 //! `stratovirt`: a lightweight VMM for Linux/KVM, a drop-in for the StratoVirt microVM.
 
 mod control;
+mod migration;
 
 use config::{Action, VmConfig};
 use machine::{cleanup, Machine};
@@ -167,9 +168,6 @@ fn refuse_unsupported(cfg: &VmConfig) -> Result<(), String> {
     if cfg.vsock.is_some() {
         return not_yet("-device vhost-vsock-device");
     }
-    if cfg.incoming.is_some() {
-        return not_yet("-incoming (snapshot restore)");
-    }
     Ok(())
 }
 
@@ -243,7 +241,11 @@ fn main() {
     };
 
     let host = machine::attach::HostResources { nics };
-    let mut vm = match Machine::build(&cfg, start, host) {
+    let built = match &cfg.incoming {
+        Some(dir) => Machine::restore(&cfg, start, dir, host),
+        None => Machine::build(&cfg, start, host),
+    };
+    let mut vm = match built {
         Ok(vm) => vm,
         Err(e) => fail(e),
     };
@@ -259,7 +261,10 @@ fn main() {
         Err(e) => fail(e),
     };
     if let Some(server) = qmp {
-        let ctl = Arc::new(control::VmController::new(handle.clone(), &cfg, vm.slots()));
+        let ctl = match control::VmController::new(handle.clone(), &cfg, vm.slots()) {
+            Ok(c) => Arc::new(c),
+            Err(e) => fail(e),
+        };
         let spawned = std::thread::Builder::new()
             .name("qmp".into())
             .spawn(move || server.run(ctl));

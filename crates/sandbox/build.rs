@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 const POLICY: &str = "seccomp/x86_64.json";
 const MISMATCH_ENV: &str = "SV_SECCOMP_MISMATCH";
 /// The thread kinds the runtime knows (src/seccomp/mod.rs).
-const KINDS: [&str; 5] = ["main", "vcpu", "qmp", "blk", "net"];
+const KINDS: [&str; 6] = ["main", "vcpu", "qmp", "blk", "net", "migrate"];
 
 /// `_IOC(dir, type, nr, size)` on x86_64.
 const fn ioc(dir: u64, ty: u64, nr: u64, size: u64) -> u64 {
@@ -68,6 +68,20 @@ fn constants() -> BTreeMap<&'static str, u64> {
         ("VHOST_SET_VRING_CALL", ioc(IOC_WRITE, VHOST, 0x21, 8)),
         ("VHOST_SET_VRING_ERR", ioc(IOC_WRITE, VHOST, 0x22, 8)),
         ("VHOST_NET_SET_BACKEND", ioc(IOC_WRITE, VHOST, 0x30, 8)),
+        // What a snapshot reads of a parked vCPU (snapshot/vcpu.rs), and of the VM.
+        ("KVM_GET_SREGS", ioc(IOC_READ, KVMIO, 0x83, 312)),
+        ("KVM_GET_MSRS", ioc(IOC_READ | IOC_WRITE, KVMIO, 0x88, 8)),
+        ("KVM_GET_LAPIC", ioc(IOC_READ, KVMIO, 0x8e, 1024)),
+        ("KVM_GET_VCPU_EVENTS", ioc(IOC_READ, KVMIO, 0x9f, 64)),
+        ("KVM_GET_DEBUGREGS", ioc(IOC_READ, KVMIO, 0xa1, 128)),
+        ("KVM_GET_XSAVE", ioc(IOC_READ, KVMIO, 0xa4, 4096)),
+        ("KVM_GET_XCRS", ioc(IOC_READ, KVMIO, 0xa6, 392)),
+        (
+            "KVM_GET_IRQCHIP",
+            ioc(IOC_READ | IOC_WRITE, KVMIO, 0x62, 520),
+        ),
+        ("KVM_GET_PIT2", ioc(IOC_READ, KVMIO, 0x9f, 112)),
+        ("KVM_GET_CLOCK", ioc(IOC_READ, KVMIO, 0x7c, 48)),
         // Terminal (tcgetattr/isatty, tcsetattr TCSANOW) and sockets (set_nonblocking).
         ("TCGETS", 0x5401),
         ("TCSETS", 0x5402),

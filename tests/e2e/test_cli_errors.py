@@ -131,7 +131,7 @@ def test_help_marks_what_is_not_supported_and_documents_the_log_level():
     r = run(["-h"])
     assert r.returncode == 0
     text = r.stdout
-    for opt in ("-chardev", "-incoming"):
+    for opt in ("-chardev",):
         help_line = text.split(f"\n  {opt} ", 1)[1].split("\n")[1]
         assert help_line.endswith("(not supported yet)"), (opt, help_line)
     netdev = text.split("\n  -netdev ", 1)[1].split("\n")[1]

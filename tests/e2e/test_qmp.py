@@ -238,8 +238,6 @@ def test_qemu_qmp_library_drives_the_vm(vm2):
 @pytest.mark.parametrize("name,arguments", [
     ("balloon", {"value": 2147483648}),
     ("query-balloon", None),
-    ("migrate", {"uri": "file:/tmp/template"}),
-    ("query-migrate", None),
 ])
 def test_documented_commands_not_built_yet_say_so(vm2, name, arguments):
     """The seeds document them: not CommandNotFound (a typo's answer) but "not supported yet";

@@ -1,17 +1,175 @@
 //! The attach steps that build a machine's virtio devices into its slot table, one per kind of
-//! device; booting runs them in the slot order [`crate::slots`] describes.
+//! device; booting and restoring ([`crate::builder`]) run them in the slot order
+//! [`crate::slots`] describes. At a restore each step rebuilds its devices from the
+//! configuration, checks them against what the snapshot recorded and hands the transport its
+//! saved state.
 
 use crate::hotplug::{BootDevice, SlotHandle};
 use crate::slots::{SlotKind, SlotTable, DISK_SLOTS, NIC_SLOTS};
+use crate::snapshot::SlotState;
 use config::{DriveConfig, NetConfig};
-use devices::virtio::block::{Block, BlockBackend};
+use devices::virtio::block::{Block, BlockBackend, BlockDiskState};
 use devices::virtio::net::{
-    format_mac, random_mac, Net, NicBackend, TapSource, VhostSource, VHOST_REQUIRED,
+    format_mac, random_mac, Net, NetState, NicBackend, TapSource, VhostSource, VHOST_REQUIRED,
 };
-use devices::Bus;
+use devices::virtio::DeviceState;
+use devices::{Bus, Persist};
 use kvm_ioctls::VmFd;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
 use vm_memory::GuestMemoryMmap;
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    canon(a) == canon(b)
+}
+
+/// Which drive goes in which disk slot at a restore: where the snapshot had a disk of the same
+/// id (a hot-plugged disk included), so every saved disk must be configured again.
+fn place_for_restore<'a>(
+    drives: &'a [DriveConfig],
+    saved: &[SlotState],
+) -> Result<Vec<Option<&'a DriveConfig>>, String> {
+    let mut placement = vec![None; DISK_SLOTS];
+    for d in drives {
+        let slot = saved
+            .iter()
+            .take(DISK_SLOTS)
+            .position(|s| s.id.as_deref() == Some(d.id.as_str()))
+            .ok_or_else(|| format!("the snapshot has no disk '{}'", d.id))?;
+        placement[slot] = Some(d);
+    }
+    for (index, s) in saved.iter().take(DISK_SLOTS).enumerate() {
+        if let (None, DeviceState::Block(b)) = (placement[index], &s.transport.device) {
+            if let Some(disk) = &b.disk {
+                return Err(format!(
+                    "the snapshot's disk '{}' ({}) in slot {index} is not in the configuration: give it again with -drive id={},file=...",
+                    s.id.as_deref().unwrap_or(""),
+                    disk.path.display(),
+                    s.id.as_deref().unwrap_or("")
+                ));
+            }
+        }
+    }
+    Ok(placement)
+}
+
+/// Checks a configured drive against the disk the snapshot recorded in its slot.
+fn check_disk(index: usize, drive: Option<&DriveConfig>, saved: &SlotState) -> Result<(), String> {
+    if saved.kind != "disk" {
+        return Err(format!(
+            "slot {index} holds a {} device in the snapshot, a disk in the configuration",
+            saved.kind
+        ));
+    }
+    let DeviceState::Block(b) = &saved.transport.device else {
+        return Err(format!("slot {index}: the snapshot's device is not a disk"));
+    };
+    let (Some(d), Some(s)) = (drive, &b.disk) else {
+        return Ok(());
+    };
+    let want = |what: &str, snap: &dyn std::fmt::Display, cfg: &dyn std::fmt::Display| {
+        Err(format!(
+            "disk '{}': the snapshot has {what} {snap}, the configuration {cfg}",
+            d.id
+        ))
+    };
+    let BlockDiskState {
+        path,
+        read_only,
+        direct,
+        serial,
+        ..
+    } = s;
+    if !same_path(path, &d.path) {
+        return want("image", &path.display(), &d.path.display());
+    }
+    if *read_only != d.read_only {
+        return want("readonly", read_only, &d.read_only);
+    }
+    if *direct != d.direct {
+        return want("direct", direct, &d.direct);
+    }
+    // A disk given without a serial keeps the one the guest read (a hot-plugged disk's is its
+    // node name); one given with a serial must match.
+    if let Some(cfg_serial) = d.serial.as_deref().filter(|s| !s.is_empty()) {
+        if serial != cfg_serial {
+            return want("serial", &format!("'{serial}'"), &format!("'{cfg_serial}'"));
+        }
+    }
+    Ok(())
+}
+
+/// Opens the configured disks and creates the six disk slots. At boot the disks fill the slots
+/// in order, so the first is `vda`; at a restore (`restore` holds the snapshot's slots) each
+/// goes where the snapshot had it. Returns each slot's device (None for an empty slot).
+pub fn attach_disk_slots(
+    table: &mut SlotTable,
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    mmio: &mut Bus,
+    drives: &[DriveConfig],
+    restore: Option<&[SlotState]>,
+) -> Result<Vec<Option<BootDevice>>, String> {
+    let placement = match restore {
+        None => (0..DISK_SLOTS).map(|i| drives.get(i)).collect(),
+        Some(saved) => {
+            if saved.len() < DISK_SLOTS {
+                return Err(format!(
+                    "the snapshot has {} virtio slots, a VM has at least {DISK_SLOTS}",
+                    saved.len()
+                ));
+            }
+            place_for_restore(drives, saved)?
+        }
+    };
+    let mut ids = Vec::new();
+    for (index, drive) in placement.into_iter().enumerate() {
+        let saved = restore.map(|s| &s[index]);
+        if let Some(s) = saved {
+            check_disk(index, drive, s)?;
+        }
+        let saved_serial = match saved.map(|s| &s.transport.device) {
+            Some(DeviceState::Block(b)) => b.disk.as_ref().map(|d| d.serial.as_str()),
+            _ => None,
+        };
+        let disk = match drive {
+            Some(d) => Some((
+                BlockBackend::open(&d.path, d.read_only, d.direct).map_err(|e| e.to_string())?,
+                d.serial
+                    .as_deref()
+                    .filter(|s| !s.is_empty())
+                    .or(saved_serial)
+                    .unwrap_or(""),
+            )),
+            None => None,
+        };
+        if let Some(d) = drive {
+            log::info!(
+                "disk {} ({}) in slot {index}{}",
+                d.id,
+                d.path.display(),
+                if d.read_only { ", read-only" } else { "" }
+            );
+        }
+        let block = Block::new(index, disk);
+        if let Some(DeviceState::Block(b)) = saved.map(|s| &s.transport.device) {
+            block.restore_state(b);
+        }
+        let handle = SlotHandle::Disk(block.handle());
+        table.attach(
+            vm,
+            mem,
+            mmio,
+            SlotKind::Disk,
+            Box::new(block),
+            handle,
+            saved.map(|s| &s.transport),
+        )?;
+        ids.push(drive.map(|d| BootDevice::same(&d.id)));
+    }
+    Ok(ids)
+}
 
 /// What the host gives the VM before it is built, opened early so that a bad one is refused
 /// before anything is created: the NICs' TAPs (and vhost devices), in configuration order.
@@ -48,8 +206,59 @@ pub fn open_nic_backends(nets: &[NetConfig]) -> Result<Vec<NicBackend>, String> 
         .collect()
 }
 
-/// Creates the two NIC slots; boot NICs fill them in order, so the first is `eth0`. Returns
-/// each slot's boot device (None for an empty slot).
+/// The NIC state a snapshot recorded in NIC slot `index` (`saved` holds the NIC slots).
+fn saved_nic(index: usize, saved: &SlotState) -> Result<&NetState, String> {
+    match (&saved.transport.device, saved.kind.as_str()) {
+        (DeviceState::Net(n), "nic") => Ok(n),
+        _ => Err(format!(
+            "slot {} holds a {} device in the snapshot, a NIC in the configuration",
+            DISK_SLOTS + index,
+            saved.kind
+        )),
+    }
+}
+
+/// Which configured NIC goes in which NIC slot at a restore: where the snapshot had a NIC of
+/// the same device id (a hot-plugged one included), so every saved NIC with a TAP must be
+/// configured again; a configured MAC must be the one the guest has.
+fn place_nics_for_restore(
+    nets: &[NetConfig],
+    saved: &[SlotState],
+) -> Result<Vec<Option<usize>>, String> {
+    let mut placement = vec![None; NIC_SLOTS];
+    for (i, n) in nets.iter().enumerate() {
+        let slot = saved
+            .iter()
+            .position(|s| s.id.as_deref() == Some(n.device_id()))
+            .ok_or_else(|| format!("the snapshot has no NIC '{}'", n.device_id()))?;
+        let state = saved_nic(slot, &saved[slot])?;
+        if let Some(mac) = n.mac.filter(|m| *m != state.mac) {
+            return Err(format!(
+                "NIC '{}': the snapshot has MAC {}, the configuration {}",
+                n.device_id(),
+                format_mac(&state.mac),
+                format_mac(&mac)
+            ));
+        }
+        placement[slot] = Some(i);
+    }
+    for (index, s) in saved.iter().enumerate() {
+        let state = saved_nic(index, s)?;
+        if let (None, Some(tap)) = (placement[index], &state.tap) {
+            let id = s.id.as_deref().unwrap_or("");
+            return Err(format!(
+                "the snapshot's NIC '{id}' (TAP {tap}) in eth{index} is not in the configuration: give it again with -netdev tap,id=...,ifname={tap} -device virtio-net-device,netdev=...,id={id}"
+            ));
+        }
+    }
+    Ok(placement)
+}
+
+/// Creates the two NIC slots after the disks. At boot the configured NICs fill them in order,
+/// so the first is `eth0`; at a restore (`restore` holds the snapshot's slots) each goes where
+/// the snapshot had it, with the MAC the guest read. `backends` are the NICs' opened TAPs, in
+/// configuration order. Returns each slot's device (None for an empty slot).
+#[allow(clippy::too_many_arguments)]
 pub fn attach_nic_slots(
     table: &mut SlotTable,
     vm: &VmFd,
@@ -57,69 +266,67 @@ pub fn attach_nic_slots(
     mmio: &mut Bus,
     nets: &[NetConfig],
     backends: Vec<NicBackend>,
+    restore: Option<&[SlotState]>,
 ) -> Result<Vec<Option<BootDevice>>, String> {
-    let mut backends = backends.into_iter();
+    let saved = match restore {
+        None => None,
+        Some(s) => Some(s.get(DISK_SLOTS..DISK_SLOTS + NIC_SLOTS).ok_or_else(|| {
+            format!(
+                "the snapshot has {} virtio slots, a VM has at least {}",
+                s.len(),
+                DISK_SLOTS + NIC_SLOTS
+            )
+        })?),
+    };
+    let placement = match saved {
+        None => (0..NIC_SLOTS)
+            .map(|i| (i < nets.len()).then_some(i))
+            .collect(),
+        Some(saved) => place_nics_for_restore(nets, saved)?,
+    };
+    let mut backends: Vec<Option<NicBackend>> = backends.into_iter().map(Some).collect();
     let mut ids = Vec::new();
-    for index in 0..NIC_SLOTS {
-        let nic = nets.get(index);
-        let backend = nic.and_then(|_| backends.next());
-        let mac = nic.and_then(|n| n.mac).unwrap_or_else(random_mac);
-        match (nic, &backend) {
-            (Some(n), Some(b)) => log::info!(
-                "NIC {} (TAP {}{}) in slot {index} (eth{index}), MAC {}{}",
+    for (index, configured) in placement.into_iter().enumerate() {
+        let nic = configured.map(|i| &nets[i]);
+        let backend = configured.and_then(|i| backends.get_mut(i).and_then(Option::take));
+        let saved = saved.map(|s| &s[index]);
+        let (net, generated) = match saved {
+            None => {
+                let mac = nic.and_then(|n| n.mac);
+                (
+                    Net::new(index, mac.unwrap_or_else(random_mac), backend),
+                    mac.is_none(),
+                )
+            }
+            Some(s) => (
+                Net::restore((index, backend), saved_nic(index, s)?).map_err(|e| e.to_string())?,
+                false,
+            ),
+        };
+        let h = net.handle();
+        let mac = format_mac(&h.mac());
+        let mac_note = if generated { " (generated)" } else { "" };
+        match (nic, h.tap_name()) {
+            (Some(n), Some(tap)) => log::info!(
+                "NIC {} (TAP {tap}{}) in slot {index} (eth{index}), MAC {mac}{mac_note}",
                 n.device_id(),
-                b.tap.name(),
-                if b.vhost.is_some() { ", vhost-net" } else { "" },
-                format_mac(&mac),
-                if n.mac.is_none() { " (generated)" } else { "" }
+                if h.state().vhost { ", vhost-net" } else { "" },
             ),
-            _ => log::info!(
-                "NIC slot {index} (eth{index}) empty, MAC {} (generated)",
-                format_mac(&mac)
-            ),
+            _ => log::info!("NIC slot {index} (eth{index}) empty, MAC {mac}{mac_note}"),
         }
-        let net = Net::new(index, mac, backend);
-        let handle = SlotHandle::Nic(net.handle());
-        table.attach(vm, mem, mmio, SlotKind::Nic, Box::new(net), handle)?;
+        table.attach(
+            vm,
+            mem,
+            mmio,
+            SlotKind::Nic,
+            Box::new(net),
+            SlotHandle::Nic(h),
+            saved.map(|s| &s.transport),
+        )?;
         ids.push(nic.map(|n| BootDevice {
             device: n.device_id().to_string(),
             backend: n.id.clone(),
         }));
-    }
-    Ok(ids)
-}
-
-/// Opens the boot disks and creates the six disk slots; boot disks fill slots in order, so the
-/// first is `vda`. Returns each slot's boot device (None for an empty slot).
-pub fn attach_disk_slots(
-    table: &mut SlotTable,
-    vm: &VmFd,
-    mem: &GuestMemoryMmap,
-    mmio: &mut Bus,
-    drives: &[DriveConfig],
-) -> Result<Vec<Option<BootDevice>>, String> {
-    let mut ids = Vec::new();
-    for index in 0..DISK_SLOTS {
-        let drive = drives.get(index);
-        let disk = match drive {
-            Some(d) => Some((
-                BlockBackend::open(&d.path, d.read_only, d.direct).map_err(|e| e.to_string())?,
-                d.serial.as_deref().unwrap_or(""),
-            )),
-            None => None,
-        };
-        if let Some(d) = drive {
-            log::info!(
-                "disk {} ({}) in slot {index}{}",
-                d.id,
-                d.path.display(),
-                if d.read_only { ", read-only" } else { "" }
-            );
-        }
-        let block = Block::new(index, disk);
-        let handle = SlotHandle::Disk(block.handle());
-        table.attach(vm, mem, mmio, SlotKind::Disk, Box::new(block), handle)?;
-        ids.push(drive.map(|d| BootDevice::same(&d.id)));
     }
     Ok(ids)
 }

@@ -231,6 +231,11 @@ impl Hotplug {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The id of the device in each slot now, by transport index.
+    pub fn slot_ids(&self) -> Vec<Option<String>> {
+        self.lock().ids.clone()
+    }
+
     fn identity_in_use(&self, state: &State, identity: &str) -> bool {
         self.table
             .slots()

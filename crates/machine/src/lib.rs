@@ -2,6 +2,7 @@
 
 pub mod attach;
 pub mod boot;
+pub mod builder;
 pub mod cleanup;
 pub mod console_escape;
 pub mod exit;
@@ -12,6 +13,7 @@ pub mod legacy;
 pub mod memory;
 pub mod signals;
 pub mod slots;
+pub mod snapshot;
 pub mod terminal;
 pub mod vcpu;
 pub mod vm;

@@ -39,6 +39,34 @@ pub fn create_guest_memory(mem_size: u64) -> Result<GuestMemoryMmap, std::io::Er
     })
 }
 
+/// Maps guest RAM from a snapshot's memory file, each region at its offset, `MAP_PRIVATE`:
+/// copy-on-write, so pages are read from the file (its page cache, shared by every VM started
+/// from it) only when the guest touches them, and what the guest writes stays its own.
+pub fn map_snapshot_memory(
+    file: &std::fs::File,
+    layout: &[crate::snapshot::MemoryRegionState],
+) -> Result<GuestMemoryMmap, std::io::Error> {
+    use vm_memory::mmap::MmapRegionBuilder;
+    use vm_memory::{FileOffset, GuestRegionMmap};
+    let err = |e: &dyn std::fmt::Display| {
+        std::io::Error::other(format!("cannot map the snapshot's memory: {e}"))
+    };
+    let mut regions = Vec::new();
+    for r in layout {
+        let fo = FileOffset::new(file.try_clone()?, r.file_offset);
+        let mmap = MmapRegionBuilder::new(r.size as usize)
+            .with_file_offset(fo)
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+            .build()
+            .map_err(|e| err(&e))?;
+        let region = GuestRegionMmap::new(mmap, GuestAddress(r.guest_addr))
+            .ok_or_else(|| err(&"region overflows the address space"))?;
+        regions.push(region);
+    }
+    GuestMemoryMmap::from_regions(regions).map_err(|e| err(&e))
+}
+
 /// Marks every RAM mapping `MADV_DONTDUMP`, so a core dump holds no guest memory.
 pub fn exclude_from_core_dumps(mem: &GuestMemoryMmap) -> std::io::Result<()> {
     for region in mem.iter() {

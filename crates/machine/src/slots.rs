@@ -11,7 +11,8 @@
 use crate::hotplug::SlotHandle;
 use crate::layout::{VIRTIO_IRQS, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
 use devices::virtio::{
-    mmio_cmdline_entry, MmioTransport, VirtioDevice, MMIO_QUEUE_NOTIFY_OFFSET, MMIO_WINDOW_SIZE,
+    mmio_cmdline_entry, MmioTransport, TransportState, VirtioDevice, MMIO_QUEUE_NOTIFY_OFFSET,
+    MMIO_WINDOW_SIZE,
 };
 use devices::Bus;
 use kvm_ioctls::{IoEventAddress, VmFd};
@@ -59,6 +60,8 @@ pub struct Slot {
     pub irq: u32,
     /// The device's handle, for hot-plug (disks, NICs) and for flushing at exit.
     pub handle: SlotHandle,
+    /// The transport (registers and device), for snapshots; None only in unit tests.
+    pub transport: Option<Arc<Mutex<MmioTransport>>>,
 }
 
 /// Every virtio slot of a VM, in transport order. Cloning shares the devices' handles.
@@ -99,8 +102,10 @@ impl SlotTable {
         }
     }
 
-    /// Puts `device` behind a new transport in the next slot: wires its irqfd and its queue
-    /// notifications into KVM and its window onto `mmio`.
+    /// Puts `device` behind a new transport in the next slot (the transport as a snapshot
+    /// saved it, given `restore`): wires its irqfd and its queue notifications into KVM and its
+    /// window onto `mmio`.
+    #[allow(clippy::too_many_arguments)]
     pub fn attach(
         &mut self,
         vm: &VmFd,
@@ -109,6 +114,7 @@ impl SlotTable {
         kind: SlotKind,
         device: Box<dyn VirtioDevice>,
         handle: SlotHandle,
+        restore: Option<&TransportState>,
     ) -> Result<&Slot, String> {
         let index = self.slots.len();
         if index >= MAX_SLOTS {
@@ -119,8 +125,11 @@ impl SlotTable {
             EventFd::new(libc::EFD_NONBLOCK).map_err(|e| format!("virtio irq eventfd: {e}"))?;
         vm.register_irqfd(&irqfd, irq)
             .map_err(|e| format!("register irqfd for IRQ {irq}: {e}"))?;
-        let transport = MmioTransport::new(mem.clone(), device, irqfd)
-            .map_err(|e| format!("virtio-mmio transport at 0x{base:x}: {e}"))?;
+        let transport = match restore {
+            None => MmioTransport::new(mem.clone(), device, irqfd).map_err(|e| e.to_string()),
+            Some(state) => MmioTransport::restore(mem.clone(), device, irqfd, state),
+        }
+        .map_err(|e| format!("virtio-mmio transport at 0x{base:x}: {e}"))?;
         for (i, evt) in transport.queue_evts().iter().enumerate() {
             vm.register_ioevent(
                 evt,
@@ -129,8 +138,21 @@ impl SlotTable {
             )
             .map_err(|e| format!("register ioeventfd at 0x{base:x}: {e}"))?;
         }
-        mmio.insert(Arc::new(Mutex::new(transport)), base, MMIO_WINDOW_SIZE)
+        let transport = Arc::new(Mutex::new(transport));
+        mmio.insert(transport.clone(), base, MMIO_WINDOW_SIZE)
             .map_err(|e| e.to_string())?;
+        Ok(self.push(kind, handle, Some(transport)))
+    }
+
+    /// Records the next slot, at the next transport location.
+    fn push(
+        &mut self,
+        kind: SlotKind,
+        handle: SlotHandle,
+        transport: Option<Arc<Mutex<MmioTransport>>>,
+    ) -> &Slot {
+        let index = self.slots.len();
+        let (base, irq) = transport_location(index);
         let kind_index = self.of_kind(kind).count();
         self.slots.push(Slot {
             index,
@@ -139,25 +161,17 @@ impl SlotTable {
             base,
             irq,
             handle,
+            transport,
         });
-        Ok(&self.slots[index])
+        &self.slots[index]
     }
 
     /// A table of handles without transports, for unit tests of what works on handles alone.
     #[cfg(test)]
     pub fn for_tests(handles: Vec<(SlotKind, SlotHandle)>) -> Self {
         let mut t = SlotTable::default();
-        for (index, (kind, handle)) in handles.into_iter().enumerate() {
-            let (base, irq) = transport_location(index);
-            let kind_index = t.of_kind(kind).count();
-            t.slots.push(Slot {
-                index,
-                kind,
-                kind_index,
-                base,
-                irq,
-                handle,
-            });
+        for (kind, handle) in handles {
+            t.push(kind, handle, None);
         }
         t
     }

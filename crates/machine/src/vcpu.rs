@@ -3,6 +3,7 @@
 //! thread out of `KVM_RUN` (through `immediate_exit`, so a kick racing with entry is not lost).
 
 use crate::exit::{ExitNotifier, VmExitReason};
+use crate::snapshot::vcpu::VcpuState;
 use devices::pvpanic::{PanicNotifier, PVPANIC_PANICKED};
 use devices::Bus;
 use kvm_bindings::{kvm_run, KVM_MP_STATE_HALTED, KVM_MP_STATE_UNINITIALIZED};
@@ -55,6 +56,9 @@ pub enum RunState {
 struct Inner {
     state: RunState,
     parked: usize,
+    /// Bumped by `save_all`: each parked vCPU then saves its state into `saved`.
+    save_gen: u64,
+    saved: Vec<Option<Result<VcpuState, String>>>,
 }
 
 /// Run state shared by the VM and every vCPU thread.
@@ -69,6 +73,8 @@ impl Default for VcpuControl {
             inner: Mutex::new(Inner {
                 state: RunState::Running,
                 parked: 0,
+                save_gen: 0,
+                saved: Vec::new(),
             }),
             cond: Condvar::new(),
         }
@@ -84,19 +90,57 @@ impl VcpuControl {
         self.lock().state
     }
 
-    /// Called by a vCPU thread between runs: parks while paused. False once the VM is exiting.
-    fn checkpoint(&self, on_park: impl FnOnce()) -> bool {
+    /// Called by vCPU `index` between runs: parks while paused, saving its state whenever a
+    /// snapshot asks for it (`save`). False once the VM is exiting.
+    fn checkpoint(
+        &self,
+        index: usize,
+        on_park: impl FnOnce(),
+        save: impl Fn() -> Result<VcpuState, String>,
+    ) -> bool {
         let mut g = self.lock();
         if g.state == RunState::Paused {
             on_park();
             g.parked += 1;
             self.cond.notify_all();
+            let mut seen = g.save_gen;
             while g.state == RunState::Paused {
+                if g.save_gen != seen {
+                    seen = g.save_gen;
+                    if let Some(slot) = g.saved.get_mut(index) {
+                        *slot = Some(save());
+                    }
+                    self.cond.notify_all();
+                    continue;
+                }
                 g = self.cond.wait(g).unwrap_or_else(|e| e.into_inner());
             }
             g.parked -= 1;
         }
         g.state != RunState::Exiting
+    }
+
+    /// The state of every vCPU of a paused VM, each saved by its own (parked) thread.
+    fn save_all(&self, count: usize) -> Result<Vec<VcpuState>, String> {
+        let mut g = self.lock();
+        if g.state != RunState::Paused || g.parked < count {
+            return Err("the VM is not paused".into());
+        }
+        g.saved = (0..count).map(|_| None).collect();
+        g.save_gen += 1;
+        self.cond.notify_all();
+        let (mut g, timeout) = self
+            .cond
+            .wait_timeout_while(g, PAUSE_TIMEOUT, |g| g.saved.iter().any(Option::is_none))
+            .unwrap_or_else(|e| e.into_inner());
+        if timeout.timed_out() {
+            return Err("a vCPU did not save its state in time".into());
+        }
+        std::mem::take(&mut g.saved)
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| r.expect("all saved").map_err(|e| format!("vCPU {i}: {e}")))
+            .collect()
     }
 
     /// Asks every vCPU to park and waits until `count` have.
@@ -158,6 +202,8 @@ pub struct Vcpu {
     pub exit: Arc<ExitNotifier>,
     /// Where a crash the guest reports through KVM goes (as pvpanic reports do).
     pub panic: Arc<PanicNotifier>,
+    /// The MSRs a snapshot saves (KVM_GET_MSR_INDEX_LIST).
+    pub msr_indices: Arc<Vec<u32>>,
 }
 
 /// What to do after one exit.
@@ -184,15 +230,20 @@ impl Vcpu {
         self.shared.tid.store(tid, Ordering::Release);
         KVM_RUN.with(|p| p.set(self.fd.get_kvm_run() as *mut kvm_run));
         loop {
-            let (fd, shared) = (&self.fd, &self.shared);
-            let running = self.control.checkpoint(|| {
-                let halted = fd.get_mp_state().map(|s| {
-                    s.mp_state == KVM_MP_STATE_HALTED || s.mp_state == KVM_MP_STATE_UNINITIALIZED
-                });
-                shared
-                    .halted
-                    .store(halted.unwrap_or(false), Ordering::Release);
-            });
+            let (fd, shared, msrs) = (&self.fd, &self.shared, &self.msr_indices);
+            let running = self.control.checkpoint(
+                usize::from(self.id),
+                || {
+                    let halted = fd.get_mp_state().map(|s| {
+                        s.mp_state == KVM_MP_STATE_HALTED
+                            || s.mp_state == KVM_MP_STATE_UNINITIALIZED
+                    });
+                    shared
+                        .halted
+                        .store(halted.unwrap_or(false), Ordering::Release);
+                },
+                || VcpuState::save(fd, msrs),
+            );
             if !running {
                 break;
             }
@@ -327,6 +378,11 @@ impl VcpuSet {
         self.control.resume();
     }
 
+    /// Every vCPU's state, in index order; the VM must be paused.
+    pub fn save_all(&self) -> Result<Vec<VcpuState>, String> {
+        self.control.save_all(self.vcpus.len())
+    }
+
     /// Makes every vCPU thread leave its loop.
     pub fn exit(&self) {
         self.control.exit();
@@ -346,7 +402,7 @@ mod tests {
         for _ in 0..3 {
             let (c, runs) = (c.clone(), runs.clone());
             threads.push(std::thread::spawn(move || {
-                while c.checkpoint(|| {}) {
+                while c.checkpoint(0, || {}, || Err("no vCPU".into())) {
                     runs.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(Duration::from_millis(1));
                 }

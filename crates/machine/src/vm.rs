@@ -1,33 +1,25 @@
 //! Building the microvm from a [`VmConfig`], running it, and the event loop that serves the
 //! serial console, host signals and the VM's exit.
 
-use crate::attach::HostResources;
-use crate::boot::{cpuid, kernel, mptable, params, regs};
+use crate::boot::kernel;
 use crate::cleanup;
 use crate::console_escape::{self, ConsoleEscape, EscapeCommand};
 use crate::exit::{ExitNotifier, VmExitReason};
 use crate::hotplug::BootDevice;
 use crate::layout::*;
 use crate::legacy::LegacyDevices;
-use crate::memory;
 use crate::slots::SlotTable;
-use crate::vcpu::{self, Vcpu, VcpuControl, VcpuHandle, VcpuSet, VcpuShared};
+use crate::snapshot::{SaveReport, SnapshotSource};
+use crate::vcpu::{self, Vcpu, VcpuControl, VcpuHandle, VcpuSet};
 use config::VmConfig;
 use devices::bus::lock;
-use devices::pvpanic::{PanicNotifier, PvPanic, PVPANIC_PORT};
-use devices::Bus;
-use kvm_bindings::{
-    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
-};
+use devices::pvpanic::PanicNotifier;
 use kvm_ioctls::{Kvm, VmFd};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
-use vm_memory::{
-    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-};
+use std::sync::Arc;
+use vm_memory::GuestMemoryMmap;
 
 /// Errors building or starting the VM; each says what failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,10 +43,8 @@ pub enum MachineError {
     Device(String),
     #[error("cannot start vCPU thread: {0}")]
     Thread(std::io::Error),
-}
-
-fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineError {
-    move |err| MachineError::Kvm { what, err }
+    #[error("cannot restore the snapshot: {0}")]
+    Snapshot(String),
 }
 
 /// Sends a QMP event (name, data) to whoever listens.
@@ -63,7 +53,7 @@ pub type EventEmitter = Arc<dyn Fn(&str, serde_json::Value) + Send + Sync>;
 /// A built VM whose vCPUs have not started yet.
 pub struct Machine {
     _kvm: Kvm,
-    _vm: VmFd,
+    _vm: Arc<VmFd>,
     mem: GuestMemoryMmap,
     vcpus: Vec<Vcpu>,
     control: Arc<VcpuControl>,
@@ -73,8 +63,9 @@ pub struct Machine {
     exit: Arc<ExitNotifier>,
     events: Option<EventEmitter>,
     slots: SlotTable,
-    /// Each slot's device from boot (None for an empty slot).
+    /// The id of each slot's device (None for an empty slot).
     slot_ids: Vec<Option<BootDevice>>,
+    snapshot: Arc<SnapshotSource>,
 }
 
 /// What the rest of the VMM (QMP) can do with a running VM.
@@ -83,6 +74,7 @@ pub struct VmHandle {
     exit: Arc<ExitNotifier>,
     /// Paused because the guest reported a panic (cleared by `resume`).
     panicked: AtomicBool,
+    snapshot: Arc<SnapshotSource>,
 }
 
 /// The VM's state as `query-status` reports it.
@@ -158,6 +150,23 @@ impl VmHandle {
     pub fn request_exit(&self, reason: VmExitReason) {
         self.exit.notify(reason);
     }
+
+    /// Whether every device can be part of a snapshot (before anything is paused).
+    pub fn check_snapshot_supported(&self) -> Result<(), String> {
+        self.snapshot.check_supported()
+    }
+
+    /// Writes a snapshot of the paused VM into `dir`; `slot_ids` are the slots' device ids.
+    pub fn save_snapshot(
+        &self,
+        dir: &snapshot::SnapshotDir,
+        slot_ids: &[Option<String>],
+    ) -> Result<SaveReport, String> {
+        if self.is_running() {
+            return Err("the VM must be paused".into());
+        }
+        self.snapshot.save(&self.set, dir, slot_ids)
+    }
 }
 
 /// The kernel command line the guest gets: the user's, then one `virtio_mmio.device=` entry
@@ -173,202 +182,42 @@ pub fn kernel_cmdline(cfg: &VmConfig, virtio: &[String]) -> String {
     line
 }
 
+/// What the two recipes of [`crate::builder`] hand over to a machine.
+pub(crate) struct MachineParts {
+    pub kvm: Kvm,
+    pub vm: Arc<VmFd>,
+    pub mem: GuestMemoryMmap,
+    pub vcpus: Vec<Vcpu>,
+    pub control: Arc<VcpuControl>,
+    pub legacy: LegacyDevices,
+    pub panic: Arc<PanicNotifier>,
+    pub serial_stdio: bool,
+    pub exit: Arc<ExitNotifier>,
+    pub slots: SlotTable,
+    pub slot_ids: Vec<Option<BootDevice>>,
+    pub snapshot: Arc<SnapshotSource>,
+}
+
 impl Machine {
-    /// Creates the VM, its memory, devices and vCPUs, and loads the kernel; `host` holds what
-    /// was opened for it beforehand ([`crate::attach::HostResources`]).
-    pub fn build(
-        cfg: &VmConfig,
-        start: Instant,
-        host: HostResources,
-    ) -> Result<Machine, MachineError> {
-        let kvm = Kvm::new().map_err(MachineError::KvmOpen)?;
-        let vm = kvm.create_vm().map_err(kvm_err("create VM"))?;
-        let mem =
-            memory::create_guest_memory(cfg.machine.mem_size).map_err(MachineError::Memory)?;
-        if cfg.machine.omit_vm_memory {
-            memory::exclude_from_core_dumps(&mem).map_err(MachineError::Memory)?;
-        }
-        for (slot, region) in mem.iter().enumerate() {
-            let r = kvm_userspace_memory_region {
-                slot: slot as u32,
-                flags: 0,
-                guest_phys_addr: region.start_addr().raw_value(),
-                memory_size: region.len(),
-                userspace_addr: region.as_ptr() as u64,
-            };
-            // SAFETY: the host range is a live mapping owned by `mem`, which the Machine keeps
-            // for as long as the VM exists; slots don't overlap.
-            unsafe { vm.set_user_memory_region(r) }.map_err(kvm_err("register guest memory"))?;
-        }
-        vm.set_tss_address(KVM_TSS_ADDR as usize)
-            .map_err(kvm_err("set TSS address"))?;
-        vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
-            .map_err(kvm_err("set identity map address"))?;
-        vm.create_irq_chip().map_err(kvm_err("create irqchip"))?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        vm.create_pit2(pit).map_err(kvm_err("create PIT"))?;
-
-        // Legacy devices.
-        let dev_err =
-            |what: &str, e: &dyn std::fmt::Display| MachineError::Device(format!("{what}: {e}"));
-        let serial_stdio = cfg.serial.as_ref().is_some_and(|s| s.stdio);
-        let out: Box<dyn Write + Send> = if serial_stdio {
-            Box::new(devices::legacy::serial::Unbuffered(std::io::stdout()))
-        } else {
-            Box::new(std::io::sink())
-        };
-        let mut pio = Bus::new();
-        let legacy = crate::legacy::attach_legacy_devices(&vm, &mut pio, out, start)
-            .map_err(MachineError::Device)?;
-        let panic = Arc::new(PanicNotifier::new().map_err(|e| dev_err("pvpanic", &e))?);
-        pio.insert(
-            Arc::new(Mutex::new(PvPanic::new(panic.clone()))),
-            PVPANIC_PORT,
-            1,
-        )
-        .map_err(|e| dev_err("pvpanic", &e))?;
-        let mut mmio = Bus::new();
-        let mut slots = SlotTable::default();
-        let mut slot_ids =
-            crate::attach::attach_disk_slots(&mut slots, &vm, &mem, &mut mmio, &cfg.drives)
-                .map_err(MachineError::Device)?;
-        slot_ids.extend(
-            crate::attach::attach_nic_slots(&mut slots, &vm, &mem, &mut mmio, &cfg.nets, host.nics)
-                .map_err(MachineError::Device)?,
-        );
-        let virtio_cmdline = slots.cmdline_entries();
-
-        // Kernel, command line, initrd and boot tables.
-        let k = kernel::load_kernel(&mem, &cfg.boot.kernel)?;
-        let cmdline = kernel_cmdline(cfg, &virtio_cmdline);
-        if cmdline.len() >= CMDLINE_MAX_SIZE {
-            return Err(MachineError::CmdlineTooLong(cmdline.len()));
-        }
-        let boot_err = |e: vm_memory::GuestMemoryError| MachineError::BootData(e.to_string());
-        let mut cbytes = cmdline.clone().into_bytes();
-        cbytes.push(0);
-        mem.write_slice(&cbytes, GuestAddress(CMDLINE_START))
-            .map_err(boot_err)?;
-        let initrd = match &cfg.boot.initrd {
-            Some(p) => Some(kernel::load_initrd(
-                &mem,
-                p,
-                k.end,
-                params::initrd_addr_max(k.setup_header.as_ref()),
-            )?),
-            None => None,
-        };
-        let e820 = memory::e820_map(cfg.machine.mem_size);
-        let zero_page = params::build(&params::BootParamsInput {
-            header: k.setup_header,
-            cmdline_addr: CMDLINE_START,
-            cmdline_size: cbytes.len() as u32,
-            initrd,
-            e820: &e820,
-        });
-        mem.write_obj(zero_page, GuestAddress(ZERO_PAGE_START))
-            .map_err(boot_err)?;
-        // BIOS data area: EBDA segment and base memory size in KiB, where Linux reads them.
-        mem.write_obj((EBDA_START >> 4) as u16, GuestAddress(0x40e))
-            .map_err(boot_err)?;
-        mem.write_obj((EBDA_START >> 10) as u16, GuestAddress(0x413))
-            .map_err(boot_err)?;
-        let topology = cfg.machine.topology();
-        // Validation keeps every APIC id below the IOAPIC's and the broadcast id.
-        let apic_ids: Vec<u8> = (0..u32::from(cfg.machine.vcpus))
-            .map(|i| topology.apic_id(i) as u8)
-            .collect();
-        let mp = mptable::build(EBDA_START, &apic_ids);
-        mem.write_slice(&mp, GuestAddress(EBDA_START))
-            .map_err(boot_err)?;
-        regs::write_boot_tables(&mem).map_err(boot_err)?;
-        log::info!(
-            "kernel {} ({:?}) entry 0x{:x}, cmdline \"{}\"",
-            cfg.boot.kernel.display(),
-            k.format,
-            k.entry,
-            cmdline
-        );
-
-        // vCPUs.
-        let supported = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(kvm_err("get supported CPUID"))?;
-        let brand = cpuid::host_brand_string();
-        let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
-        let msrs = regs::msrs(&regs::boot_msrs())
-            .map_err(|e| MachineError::Device(format!("MSR list: {e:?}")))?;
-        let pio = Arc::new(pio);
-        let mmio = Arc::new(mmio);
-        let control = Arc::new(VcpuControl::default());
-        let exit = Arc::new(ExitNotifier::new().map_err(|e| dev_err("exit event", &e))?);
-        let mut vcpus = Vec::new();
-        for id in 0..cfg.machine.vcpus {
-            // KVM's vCPU id is the in-kernel LAPIC's APIC id.
-            let fd = vm
-                .create_vcpu(u64::from(apic_ids[usize::from(id)]))
-                .map_err(kvm_err("create vCPU"))?;
-            let mut c = supported.clone();
-            let identity = cpuid::CpuIdentity {
-                index: u32::from(id),
-                topology,
-            };
-            cpuid::filter(&mut c, identity, &brand);
-            if tsc_deadline {
-                cpuid::offer_tsc_deadline(&mut c);
-            }
-            fd.set_cpuid2(&c).map_err(kvm_err("set CPUID"))?;
-            let n = fd.set_msrs(&msrs).map_err(kvm_err("set MSRs"))?;
-            if n != msrs.as_slice().len() {
-                log::warn!(
-                    "vCPU {id}: KVM accepted {n} of {} boot MSRs",
-                    msrs.as_slice().len()
-                );
-            }
-            fd.set_fpu(&regs::initial_fpu())
-                .map_err(kvm_err("set FPU"))?;
-            let mut lapic = fd.get_lapic().map_err(kvm_err("get LAPIC"))?;
-            regs::set_lint(&mut lapic);
-            fd.set_lapic(&lapic).map_err(kvm_err("set LAPIC"))?;
-            if id == 0 {
-                let sregs = fd.get_sregs().map_err(kvm_err("get sregs"))?;
-                fd.set_sregs(&regs::long_mode_sregs(sregs))
-                    .map_err(kvm_err("set sregs"))?;
-                fd.set_regs(&regs::entry_regs(k.entry))
-                    .map_err(kvm_err("set regs"))?;
-            }
-            vcpus.push(Vcpu {
-                id,
-                fd,
-                pio: pio.clone(),
-                mmio: mmio.clone(),
-                mem: mem.clone(),
-                control: control.clone(),
-                shared: Arc::new(VcpuShared::default()),
-                exit: exit.clone(),
-                panic: panic.clone(),
-            });
-        }
-        Ok(Machine {
-            _kvm: kvm,
-            _vm: vm,
-            mem,
-            vcpus,
-            control,
-            legacy,
-            panic,
-            serial_stdio,
-            exit,
+    pub(crate) fn assembled(p: MachineParts) -> Machine {
+        Machine {
+            _kvm: p.kvm,
+            _vm: p.vm,
+            mem: p.mem,
+            vcpus: p.vcpus,
+            control: p.control,
+            legacy: p.legacy,
+            panic: p.panic,
+            serial_stdio: p.serial_stdio,
+            exit: p.exit,
             events: None,
-            slots,
-            slot_ids,
-        })
+            slots: p.slots,
+            slot_ids: p.slot_ids,
+            snapshot: p.snapshot,
+        }
     }
 
-    /// The virtio slots and their boot devices (for hot-plug).
+    /// The virtio slots and the ids of their boot devices (for hot-plug).
     pub fn slots(&self) -> (SlotTable, Vec<Option<BootDevice>>) {
         (self.slots.clone(), self.slot_ids.clone())
     }
@@ -402,6 +251,7 @@ impl Machine {
             },
             exit: self.exit.clone(),
             panicked: AtomicBool::new(false),
+            snapshot: self.snapshot.clone(),
         }))
     }
 

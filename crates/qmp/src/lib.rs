@@ -26,6 +26,7 @@ pub mod block;
 pub mod dispatch;
 pub mod error;
 pub mod events;
+pub mod migration;
 pub mod net;
 pub mod protocol;
 pub mod schema;
@@ -35,6 +36,7 @@ pub use args::parse_arguments;
 pub use dispatch::{Context, Dispatcher, Outcome, VmControl};
 pub use error::{ErrorClass, QmpError};
 pub use events::EventBus;
+pub use migration::{MigrateStarted, MigrationInfo, MigrationStatus};
 pub use protocol::{Request, GREETING};
 pub use schema::{
     CommandInfo, CpuInfo, CpuInstanceProperties, HotpluggableCpu, RunState, StatusInfo, VersionInfo,

@@ -65,13 +65,13 @@ const OUTPUT_PORT_DEFAULT: u8 = 0xcf;
 const QUEUE_LIMIT: usize = 16;
 
 /// Which port a byte of the output buffer comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Source {
     Kbd,
     Aux,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct OutByte {
     value: u8,
     source: Source,
@@ -230,6 +230,55 @@ impl I8042 {
                 self.push(NO_DEVICE, Source::Kbd, true);
             }
         }
+    }
+}
+
+/// The controller's snapshot state.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct I8042State {
+    ctr: u8,
+    output_port: u8,
+    out: Vec<OutByte>,
+    last: u8,
+    pending: Option<u8>,
+    last_was_command: bool,
+    ram: Vec<u8>,
+}
+
+/// What a restored controller needs: the reset event and its interrupt lines.
+pub struct I8042Args {
+    pub reset_evt: EventFd,
+    pub irqs: Option<I8042Irqs>,
+}
+
+impl crate::Persist for I8042 {
+    type State = I8042State;
+    type ConstructorArgs = I8042Args;
+    type Error = std::convert::Infallible;
+
+    fn save(&self) -> I8042State {
+        I8042State {
+            ctr: self.ctr,
+            output_port: self.output_port,
+            out: self.out.iter().copied().collect(),
+            last: self.last,
+            pending: self.pending,
+            last_was_command: self.last_was_command,
+            ram: self.ram.to_vec(),
+        }
+    }
+
+    fn restore(args: I8042Args, st: &I8042State) -> Result<Self, Self::Error> {
+        let mut dev = I8042::new(args.reset_evt, args.irqs);
+        dev.ctr = st.ctr;
+        dev.output_port = st.output_port;
+        dev.out = st.out.iter().copied().take(QUEUE_LIMIT).collect();
+        dev.last = st.last;
+        dev.pending = st.pending;
+        dev.last_was_command = st.last_was_command;
+        let n = st.ram.len().min(dev.ram.len());
+        dev.ram[..n].copy_from_slice(&st.ram[..n]);
+        Ok(dev)
     }
 }
 

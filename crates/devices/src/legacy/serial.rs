@@ -86,6 +86,75 @@ impl SerialDevice {
     }
 }
 
+/// The UART's snapshot state: its registers and the bytes in its receive FIFO.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SerialDeviceState {
+    baud_divisor_low: u8,
+    baud_divisor_high: u8,
+    interrupt_enable: u8,
+    interrupt_identification: u8,
+    line_control: u8,
+    line_status: u8,
+    modem_control: u8,
+    modem_status: u8,
+    scratch: u8,
+    in_buffer: Vec<u8>,
+}
+
+/// What a restored UART needs: its IRQ line, the input-room event and where output goes.
+pub struct SerialArgs {
+    pub irq: EventFd,
+    pub input_ready: Arc<EventFd>,
+    pub out: Box<dyn Write + Send>,
+}
+
+impl crate::Persist for SerialDevice {
+    type State = SerialDeviceState;
+    type ConstructorArgs = SerialArgs;
+    type Error = String;
+
+    fn save(&self) -> SerialDeviceState {
+        let s = self.uart.state();
+        SerialDeviceState {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
+    }
+
+    fn restore(args: SerialArgs, st: &SerialDeviceState) -> Result<Self, String> {
+        let state = vm_superio::serial::SerialState {
+            baud_divisor_low: st.baud_divisor_low,
+            baud_divisor_high: st.baud_divisor_high,
+            interrupt_enable: st.interrupt_enable,
+            interrupt_identification: st.interrupt_identification,
+            line_control: st.line_control,
+            line_status: st.line_status,
+            modem_control: st.modem_control,
+            modem_status: st.modem_status,
+            scratch: st.scratch,
+            in_buffer: st.in_buffer.clone(),
+        };
+        let uart = Serial::from_state(
+            &state,
+            IrqTrigger(args.irq),
+            SerialInput {
+                input_ready: args.input_ready,
+            },
+            args.out,
+        )
+        .map_err(|e| format!("serial state: {e:?}"))?;
+        Ok(SerialDevice { uart })
+    }
+}
+
 impl BusDevice for SerialDevice {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0);
@@ -149,6 +218,44 @@ mod tests {
         // Offsets beyond a byte are ignored, never a panic.
         dev.write(0x1_0000, &[1]);
         dev.read(0x1_0000, &mut b);
+    }
+
+    #[test]
+    fn save_and_restore_keep_registers_and_pending_input() {
+        use crate::Persist;
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let ready = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        let mut dev = SerialDevice::new(
+            irq.try_clone().unwrap(),
+            ready.clone(),
+            Box::new(io::sink()),
+        );
+        dev.write(1, &[0x01]); // receive interrupt on
+        dev.write(7, &[0x5a]); // scratch
+        dev.enqueue(b"xy");
+        let state = dev.save();
+        let out = Shared::default();
+        let mut back = SerialDevice::restore(
+            SerialArgs {
+                irq: irq.try_clone().unwrap(),
+                input_ready: ready,
+                out: Box::new(out.clone()),
+            },
+            &state,
+        )
+        .unwrap();
+        assert_eq!(back.save(), state);
+        let mut b = [0u8];
+        back.read(7, &mut b);
+        assert_eq!(b[0], 0x5a);
+        back.read(0, &mut b);
+        assert_eq!(b[0], b'x', "pending input survives");
+        back.write(0, b"!");
+        assert_eq!(
+            out.0.lock().unwrap().as_slice(),
+            b"!",
+            "output goes to the new writer"
+        );
     }
 
     #[test]

@@ -70,6 +70,30 @@ pub trait VirtioDevice: Send {
 
     /// Stops what `activate` started (joining worker threads) and forgets the queues.
     fn reset(&mut self);
+
+    /// Snapshot, with the VM paused: the device's state and, if started, its queues' positions
+    /// with every request it took from them completed. From then on the device takes nothing
+    /// from its queues until [`VirtioDevice::resume_after_save`], so guest memory stays as the
+    /// positions say while the snapshot is written. A device that cannot be saved says why.
+    fn save(&mut self) -> Result<super::DeviceSnapshot, String> {
+        self.can_save()?;
+        Err(format!(
+            "virtio device type {} has no snapshot state",
+            self.device_type()
+        ))
+    }
+
+    /// After a snapshot (written or failed): the device serves its queues again.
+    fn resume_after_save(&mut self) {}
+
+    /// Whether the device can be part of a snapshot (asked before anything is paused or
+    /// written); the reason if not.
+    fn can_save(&self) -> Result<(), String> {
+        Err(format!(
+            "a VM with a virtio device of type {} cannot be snapshotted",
+            self.device_type()
+        ))
+    }
 }
 
 /// Copies the part of a configuration space image at `offset` into `data`; bytes past the end

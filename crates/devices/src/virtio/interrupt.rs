@@ -80,6 +80,12 @@ impl Interrupt {
         self.status.fetch_and(!bits, Ordering::SeqCst);
     }
 
+    /// Sets InterruptStatus and DEVICE_NEEDS_RESET as a snapshot had them, raising nothing.
+    pub fn restore(&self, status: u32, needs_reset: bool) {
+        self.status.store(status, Ordering::SeqCst);
+        self.needs_reset.store(needs_reset, Ordering::SeqCst);
+    }
+
     /// The irqfd (for the machine to register with KVM, or for tests to watch).
     pub fn irqfd(&self) -> &EventFd {
         &self.irqfd

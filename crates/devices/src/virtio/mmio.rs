@@ -7,6 +7,7 @@
 //! transport signals the same eventfd. Interrupts go through [`Interrupt`] and its irqfd.
 
 use super::features::{self, bit};
+use super::persist::{QueueConfigState, QueuePosition, TransportState};
 use super::{status, ActivateError, Interrupt, InterruptKind, VirtioDevice};
 use crate::bus::BusDevice;
 use std::sync::Arc;
@@ -376,6 +377,99 @@ impl MmioTransport {
         self.status = new;
     }
 
+    /// The snapshot state of the transport and its device (VM paused).
+    pub fn save(&mut self) -> Result<TransportState, String> {
+        let snap = self.device.save()?;
+        Ok(TransportState {
+            device_type: self.device.device_type(),
+            status: self.status,
+            acked_features: self.acked_features,
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            queue_sel: self.queue_sel,
+            queues: self
+                .queues
+                .iter()
+                .map(|q| QueueConfigState {
+                    max_size: q.max_size,
+                    size: q.size,
+                    ready: q.ready,
+                    desc: q.desc,
+                    driver: q.driver,
+                    device: q.device,
+                })
+                .collect(),
+            positions: if self.activated {
+                snap.queues
+            } else {
+                Vec::new()
+            },
+            activated: self.activated,
+            interrupt_status: self.interrupt.status(),
+            needs_reset: self.interrupt.needs_reset(),
+            device: snap.device,
+        })
+    }
+
+    /// After a snapshot: the device serves its queues again.
+    pub fn resume_after_save(&mut self) {
+        self.device.resume_after_save();
+    }
+
+    /// A transport for `device` (rebuilt by the machine from the same configuration) as it was
+    /// saved: registers, queues and, if the driver had started the device, the device started
+    /// again with its queues where they were.
+    pub fn restore(
+        mem: GuestMemoryMmap,
+        device: Box<dyn VirtioDevice>,
+        irqfd: EventFd,
+        state: &TransportState,
+    ) -> Result<Self, String> {
+        let mut t = Self::new(mem, device, irqfd).map_err(|e| e.to_string())?;
+        if state.device_type != t.device.device_type() {
+            return Err(format!(
+                "the snapshot has device type {} here, the configuration gives type {}",
+                state.device_type,
+                t.device.device_type()
+            ));
+        }
+        if state.queues.len() != t.queues.len()
+            || state
+                .queues
+                .iter()
+                .zip(&t.queues)
+                .any(|(s, q)| s.max_size != q.max_size)
+        {
+            return Err("the snapshot's queues do not match the device's".into());
+        }
+        for (q, s) in t.queues.iter_mut().zip(&state.queues) {
+            q.size = s.size;
+            q.ready = s.ready;
+            q.desc = s.desc;
+            q.driver = s.driver;
+            q.device = s.device;
+        }
+        t.status = state.status;
+        t.acked_features = state.acked_features & t.offered_features();
+        t.device_features_sel = state.device_features_sel;
+        t.driver_features_sel = state.driver_features_sel;
+        t.queue_sel = state.queue_sel;
+        if state.status & status::FEATURES_OK != 0 {
+            t.device.ack_features(t.acked_features);
+        }
+        t.interrupt
+            .restore(state.interrupt_status, state.needs_reset);
+        if state.activated {
+            if state.positions.len() != t.queues.len() {
+                return Err("the snapshot lacks the queues' positions".into());
+            }
+            t.try_activate_at(Some(&state.positions))
+                .map_err(|e| format!("restarting the device: {e}"))?;
+            t.activated = true;
+        }
+        Ok(t)
+    }
+
     fn activate(&mut self) {
         if let Err(e) = self.try_activate() {
             log::error!(
@@ -389,14 +483,27 @@ impl MmioTransport {
     }
 
     fn try_activate(&mut self) -> Result<(), ActivateError> {
+        self.try_activate_at(None)
+    }
+
+    /// Builds the queues (at `positions` when restoring) and starts the device.
+    fn try_activate_at(
+        &mut self,
+        positions: Option<&[QueuePosition]>,
+    ) -> Result<(), ActivateError> {
         let event_idx = self.acked_features & bit(features::RING_EVENT_IDX) != 0;
         let queues = self
             .queues
             .iter()
             .enumerate()
             .map(|(index, qc)| {
-                qc.build(&self.mem, event_idx)
-                    .map_err(|reason| ActivateError::Queue { index, reason })
+                let mut q = qc
+                    .build(&self.mem, event_idx)
+                    .map_err(|reason| ActivateError::Queue { index, reason })?;
+                if let Some(p) = positions.and_then(|p| p.get(index)) {
+                    p.apply(&mut q);
+                }
+                Ok(q)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let evts = self

@@ -34,12 +34,15 @@ mod device;
 mod interrupt;
 mod mmio;
 pub mod net;
+pub mod pause;
+pub mod persist;
 pub mod vhost;
 
 pub use cmdline::mmio_cmdline_entry;
 pub use device::{read_config_bytes, ActivateError, VirtioDevice};
 pub use interrupt::{Interrupt, InterruptKind};
 pub use mmio::{MmioTransport, MMIO_QUEUE_NOTIFY_OFFSET, MMIO_WINDOW_SIZE};
+pub use persist::{DeviceSnapshot, DeviceState, QueuePosition, TransportState};
 
 /// Virtio device IDs (virtio 1.x section 5).
 pub mod device_type {

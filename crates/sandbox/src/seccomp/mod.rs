@@ -29,15 +29,18 @@ pub enum ThreadKind {
     Blk,
     /// `net<N>`: one virtio-net NIC's frames (or its vhost-net supervision).
     Net,
+    /// `migrate`: writing a snapshot (QMP `migrate`) while QMP keeps answering.
+    Migrate,
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 5] = [
+    pub const ALL: [ThreadKind; 6] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::Qmp,
         ThreadKind::Blk,
         ThreadKind::Net,
+        ThreadKind::Migrate,
     ];
 
     /// The kind's name in the policy file.
@@ -48,6 +51,7 @@ impl ThreadKind {
             ThreadKind::Qmp => "qmp",
             ThreadKind::Blk => "blk",
             ThreadKind::Net => "net",
+            ThreadKind::Migrate => "migrate",
         }
     }
 
@@ -59,6 +63,7 @@ impl ThreadKind {
             ThreadKind::Qmp => generated::SYSCALLS_QMP,
             ThreadKind::Blk => generated::SYSCALLS_BLK,
             ThreadKind::Net => generated::SYSCALLS_NET,
+            ThreadKind::Migrate => generated::SYSCALLS_MIGRATE,
         }
     }
 
@@ -70,8 +75,32 @@ impl ThreadKind {
             ThreadKind::Qmp => (generated::ALLOW_QMP, generated::ERRNO_QMP),
             ThreadKind::Blk => (generated::ALLOW_BLK, generated::ERRNO_BLK),
             ThreadKind::Net => (generated::ALLOW_NET, generated::ERRNO_NET),
+            ThreadKind::Migrate => (generated::ALLOW_MIGRATE, generated::ERRNO_MIGRATE),
         }
     }
+}
+
+/// The table of docs/security.md: each thread kind's system calls and BPF program size (a
+/// test keeps the document equal to it; `cargo test -p sv-sandbox doc_table -- --nocapture`
+/// prints it).
+pub fn doc_table() -> String {
+    let mut t =
+        String::from("| kind | system calls | BPF instructions | allowed |\n|---|---|---|---|\n");
+    for k in ThreadKind::ALL {
+        let (allow, errno) = k.programs();
+        t.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            k.name(),
+            k.syscalls().len(),
+            allow.len() + errno.len(),
+            k.syscalls().join(", ")
+        ));
+    }
+    t.push_str(&format!(
+        "| all threads together | {} | | |\n",
+        all_syscalls().len()
+    ));
+    t
 }
 
 /// Every system call some thread may make, sorted.

@@ -253,7 +253,7 @@ fn policy_constants_match_the_kernel_headers() {
             ("VHOST_SET_VRING_ERR", VHOST_SET_VRING_ERR()),
             ("VHOST_NET_SET_BACKEND", VHOST_NET_SET_BACKEND()),
         ] {
-            assert_eq!(constant(name), number as u64, "{name}");
+            assert_eq!(constant(name), number, "{name}");
         }
     }
     // linux/if_tun.h: _IOW('T', 202, int) and friends.
@@ -264,6 +264,24 @@ fn policy_constants_match_the_kernel_headers() {
     assert_eq!(constant("TUNSETSNDBUF"), 0x4004_54d4);
     assert_eq!(constant("F_GETFD"), libc::F_GETFD as u64);
     assert_eq!(constant("F_SETFD"), libc::F_SETFD as u64);
+    {
+        use kvm_bindings::*;
+        let reads = [
+            ("KVM_GET_SREGS", 2, 0x83, size_of::<kvm_sregs>()),
+            ("KVM_GET_MSRS", 3, 0x88, size_of::<kvm_msrs>()),
+            ("KVM_GET_LAPIC", 2, 0x8e, size_of::<kvm_lapic_state>()),
+            ("KVM_GET_VCPU_EVENTS", 2, 0x9f, size_of::<kvm_vcpu_events>()),
+            ("KVM_GET_DEBUGREGS", 2, 0xa1, size_of::<kvm_debugregs>()),
+            ("KVM_GET_XSAVE", 2, 0xa4, size_of::<kvm_xsave>()),
+            ("KVM_GET_XCRS", 2, 0xa6, size_of::<kvm_xcrs>()),
+            ("KVM_GET_IRQCHIP", 3, 0x62, size_of::<kvm_irqchip>()),
+            ("KVM_GET_PIT2", 2, 0x9f, size_of::<kvm_pit_state2>()),
+            ("KVM_GET_CLOCK", 2, 0x7c, size_of::<kvm_clock_data>()),
+        ];
+        for (name, dir, nr, size) in reads {
+            assert_eq!(constant(name), ioc(dir, nr, size), "{name}");
+        }
+    }
     assert_eq!(constant("TCGETS"), libc::TCGETS);
     assert_eq!(constant("TCSETS"), libc::TCSETS);
     assert_eq!(constant("FIONBIO"), libc::FIONBIO);
@@ -316,4 +334,19 @@ fn policy_constants_match_the_kernel_headers() {
             assert_ne!(*v & thread_flags as u64, 0, "CLONE_{flag}");
         }
     }
+}
+
+#[test]
+fn doc_table_is_what_docs_security_md_shows() {
+    let table = doc_table();
+    println!("{table}");
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/security.md"
+    ))
+    .unwrap();
+    assert!(
+        doc.contains(&table),
+        "docs/security.md's seccomp table is out of date; it should read:\n{table}"
+    );
 }

@@ -239,3 +239,31 @@ fn controller_ram_and_odd_accesses() {
     bare.read(0, &mut b[..1]);
     assert_eq!(b[0], SELF_TEST_OK);
 }
+
+#[test]
+fn save_and_restore_keep_the_command_byte_and_queued_bytes() {
+    use crate::Persist;
+    let mut f = fixture();
+    f.command(CMD_WRITE_CTR, &[0x47], 0);
+    f.dev.write(COMMAND_OFFSET, &[CMD_SELF_TEST]);
+    f.dev.write(COMMAND_OFFSET, &[CMD_WRITE_OUTPUT]); // waiting for its data byte
+    let state = f.dev.save();
+    let mut back = I8042::restore(
+        I8042Args {
+            reset_evt: f.reset.try_clone().unwrap(),
+            irqs: None,
+        },
+        &state,
+    )
+    .unwrap();
+    assert_eq!(back.save(), state);
+    let mut b = [0u8];
+    back.read(0, &mut b);
+    assert_eq!(b[0], SELF_TEST_OK);
+    back.write(0, &[0xce]);
+    assert_eq!(
+        f.reset.read().unwrap(),
+        1,
+        "the pending output-port write completes"
+    );
+}

@@ -14,6 +14,7 @@ mod backend;
 mod config;
 mod execute;
 mod image_lock;
+mod persist;
 mod request;
 mod slot;
 #[cfg(test)]
@@ -22,12 +23,16 @@ mod worker;
 
 pub use backend::{BlockBackend, BlockError};
 pub use config::offered_features;
+pub use persist::{BlockDiskState, BlockState};
 pub use request::{parse, ParseError, Rejected, Request, RequestType, Segment};
 pub use slot::BlockHandle;
 
 use self::slot::{Disk, Slot};
 use self::worker::{Worker, WorkerHandle};
-use super::{device_type, read_config_bytes, ActivateError, Interrupt, VirtioDevice};
+use super::{
+    device_type, read_config_bytes, ActivateError, DeviceSnapshot, DeviceState, Interrupt,
+    VirtioDevice,
+};
 use std::sync::Arc;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
@@ -75,6 +80,12 @@ impl Block {
         if let Some(mut w) = self.worker.take() {
             w.stop();
         }
+    }
+
+    /// Restores what a snapshot recorded beyond the disk itself (which the machine reopened
+    /// from the configuration): the configuration generation the driver last read.
+    pub fn restore_state(&self, state: &BlockState) {
+        self.slot.set_generation(state.config_generation);
     }
 }
 
@@ -138,6 +149,28 @@ impl VirtioDevice for Block {
 
     fn reset(&mut self) {
         self.stop_worker();
+    }
+
+    fn can_save(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<DeviceSnapshot, String> {
+        // The worker completes the request in progress and parks; the rest stay in the ring.
+        let queues = match &self.worker {
+            Some(w) => vec![w.park()?],
+            None => Vec::new(),
+        };
+        Ok(DeviceSnapshot {
+            device: DeviceState::Block(self.slot.save_state()?),
+            queues,
+        })
+    }
+
+    fn resume_after_save(&mut self) {
+        if let Some(w) = &self.worker {
+            w.release();
+        }
     }
 }
 

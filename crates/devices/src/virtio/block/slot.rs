@@ -71,6 +71,11 @@ impl Slot {
         *lock(&self.config)
     }
 
+    /// The configuration generation a snapshot recorded.
+    pub fn set_generation(&self, generation: u32) {
+        lock(&self.config).generation = generation;
+    }
+
     pub fn set_interrupt(&self, interrupt: Option<Arc<Interrupt>>) {
         *lock(&self.interrupt) = interrupt;
     }

@@ -7,7 +7,8 @@ use super::request::parse;
 use super::slot::Slot;
 use super::IO_CHUNK;
 use crate::bus::lock;
-use crate::virtio::{Interrupt, InterruptKind};
+use crate::virtio::pause::WorkerPause;
+use crate::virtio::{Interrupt, InterruptKind, QueuePosition};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +34,7 @@ struct Running {
     w: Worker,
     stop_evt: EventFd,
     stop: Arc<AtomicBool>,
+    pause: Arc<WorkerPause>,
     buf: AlignedBuf,
     broken: bool,
     rejects: u32,
@@ -42,6 +44,7 @@ struct Running {
 pub struct WorkerHandle {
     stop_evt: EventFd,
     stop: Arc<AtomicBool>,
+    pause: Arc<WorkerPause>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -50,12 +53,16 @@ impl WorkerHandle {
     pub fn spawn(name: String, worker: Worker) -> io::Result<Self> {
         let stop_evt = EventFd::new(EFD_NONBLOCK)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let pause = Arc::new(WorkerPause::default());
+        // A queue the driver broke stays broken (a restored device starts this way).
+        let broken = worker.interrupt.needs_reset();
         let running = Running {
             w: worker,
             stop_evt: stop_evt.try_clone()?,
             stop: stop.clone(),
+            pause: pause.clone(),
             buf: AlignedBuf::new(IO_CHUNK),
-            broken: false,
+            broken,
             rejects: 0,
         };
         let thread = std::thread::Builder::new()
@@ -64,21 +71,41 @@ impl WorkerHandle {
         Ok(Self {
             stop_evt,
             stop,
+            pause,
             thread: Some(thread),
         })
+    }
+
+    fn wake(&self) {
+        if let Err(e) = self.stop_evt.write(1) {
+            log::error!("virtio-blk: cannot wake the worker: {e}");
+        }
     }
 
     /// Stops the thread after the request in progress and waits for it.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Err(e) = self.stop_evt.write(1) {
-            log::error!("virtio-blk: cannot signal the worker to stop: {e}");
-        }
+        self.pause.release();
+        self.wake();
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
                 log::error!("virtio-blk: the worker thread panicked");
             }
         }
+    }
+
+    /// For a snapshot: the worker finishes the request in progress and parks; returns where
+    /// its queue stands. It takes nothing more from the ring until [`WorkerHandle::release`].
+    pub fn park(&self) -> Result<QueuePosition, String> {
+        let p = self.pause.request(|| self.wake())?;
+        p.first()
+            .copied()
+            .ok_or_else(|| "the disk worker reported no queue".to_string())
+    }
+
+    /// Lets a parked worker go on.
+    pub fn release(&self) {
+        self.pause.release();
     }
 }
 
@@ -91,6 +118,10 @@ impl Drop for WorkerHandle {
 impl Running {
     fn run(mut self) {
         sandbox::seccomp::apply(sandbox::seccomp::ThreadKind::Blk);
+        self.serve();
+    }
+
+    fn serve(&mut self) {
         // Requests made available before the device started.
         self.process_queue();
         let mut fds = [
@@ -118,7 +149,16 @@ impl Running {
                 return;
             }
             if fds[1].revents != 0 {
-                return;
+                let _ = self.stop_evt.read();
+                if self.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                if self.pause.requested() {
+                    self.pause.park(vec![QueuePosition::of(&self.w.queue)]);
+                    // Anything the driver queued meanwhile is served now.
+                    self.process_queue();
+                }
+                continue;
             }
             if fds[0].revents & libc::POLLIN != 0 {
                 // EAGAIN only if another reader raced us; nothing to do then.
@@ -154,7 +194,8 @@ impl Running {
                 return self.mark_broken(&e);
             }
             loop {
-                if self.stop.load(Ordering::SeqCst) {
+                // A stop or a park waits for the request in progress only.
+                if self.stop.load(Ordering::SeqCst) || self.pause.requested() {
                     return;
                 }
                 let chain = match self.w.queue.iter(&self.w.mem) {

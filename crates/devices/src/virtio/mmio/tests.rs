@@ -68,6 +68,24 @@ impl VirtioDevice for Dummy {
     fn reset(&mut self) {
         self.seen.lock().unwrap().resets += 1;
     }
+    fn can_save(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn save(&mut self) -> Result<crate::virtio::DeviceSnapshot, String> {
+        let seen = self.seen.lock().unwrap();
+        let queues = seen
+            .activations
+            .last()
+            .map(|(q, _)| q.iter().map(QueuePosition::of).collect())
+            .unwrap_or_default();
+        Ok(crate::virtio::DeviceSnapshot {
+            device: crate::virtio::DeviceState::Block(crate::virtio::block::BlockState {
+                disk: None,
+                config_generation: 7,
+            }),
+            queues,
+        })
+    }
 }
 
 fn mem() -> GuestMemoryMmap {
@@ -493,4 +511,88 @@ fn no_access_panics() {
     w(&mut t, regs::STATUS, 0);
     start(&mut t, VERSION_1);
     assert!(t.is_activated());
+}
+
+#[test]
+fn save_and_restore_bring_back_registers_and_queue_positions() {
+    let (mut t, seen) = transport();
+    start(&mut t, VERSION_1 | EVENT_IDX);
+    {
+        let mut s = seen.lock().unwrap();
+        let (queues, _) = s.activations.last_mut().unwrap();
+        queues[0].set_next_avail(5);
+        queues[0].set_next_used(3);
+        queues[1].set_next_avail(2);
+        queues[1].set_next_used(2);
+    }
+    w(&mut t, regs::QUEUE_SEL, 1);
+    t.interrupt().trigger(InterruptKind::UsedBuffer).unwrap();
+    let state = t.save().unwrap();
+    assert!(state.activated);
+    assert_eq!(
+        state.positions[0],
+        QueuePosition {
+            next_avail: 5,
+            next_used: 3
+        }
+    );
+    let json = serde_json::to_string(&state).unwrap();
+    let state: TransportState = serde_json::from_str(&json).unwrap();
+
+    let seen2 = Arc::new(Mutex::new(Seen::default()));
+    let dev = Dummy {
+        sizes: vec![256, 16],
+        features: EVENT_IDX | (1 << 5),
+        fail: false,
+        seen: seen2.clone(),
+    };
+    let mut back = MmioTransport::restore(
+        mem(),
+        Box::new(dev),
+        EventFd::new(EFD_NONBLOCK).unwrap(),
+        &state,
+    )
+    .unwrap();
+    assert_eq!(r(&mut back, regs::STATUS), 0xf);
+    assert_eq!(back.acked_features(), VERSION_1 | EVENT_IDX);
+    assert_eq!(
+        r(&mut back, regs::QUEUE_READY),
+        1,
+        "QueueSel 1 is selected again"
+    );
+    assert_eq!(r(&mut back, regs::INTERRUPT_STATUS), 1);
+    let s2 = seen2.lock().unwrap();
+    assert_eq!(s2.acked, Some(VERSION_1 | EVENT_IDX));
+    let (queues, evts) = s2.activations.last().expect("restarted");
+    assert_eq!(evts.len(), 2);
+    assert_eq!((queues[0].next_avail(), queues[0].next_used()), (5, 3));
+    assert_eq!((queues[1].next_avail(), queues[1].next_used()), (2, 2));
+    assert!(queues[0].event_idx_enabled());
+}
+
+#[test]
+fn restore_refuses_a_different_device() {
+    let (mut t, _) = transport();
+    start(&mut t, VERSION_1);
+    let state = t.save().unwrap();
+    let (_, seen) = transport_with(&[256], 0, false);
+    let dev = Dummy {
+        sizes: vec![256],
+        features: 0,
+        fail: false,
+        seen,
+    };
+    let e = MmioTransport::restore(
+        mem(),
+        Box::new(dev),
+        EventFd::new(EFD_NONBLOCK).unwrap(),
+        &state,
+    )
+    .err()
+    .unwrap();
+    assert!(e.contains("queues"), "{e}");
+    // A device that was never started is restored without starting.
+    let (mut idle, _) = transport();
+    let state = idle.save().unwrap();
+    assert!(!state.activated && state.positions.is_empty());
 }

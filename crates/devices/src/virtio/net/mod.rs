@@ -32,7 +32,7 @@ pub use backend::{
     VHOST_NET_PATH,
 };
 pub use config::{format_mac, offered_features, random_mac};
-pub use persist::{NetState, QueuePosition};
+pub use persist::{NetState, RestoreError};
 pub use rx::{BadChain, RxOutcome};
 pub use slot::{ConfigState, NetError, NetHandle, Stats};
 pub use tap::{Tap, TapError, VNET_HDR_LEN};
@@ -40,7 +40,10 @@ pub use tx::TxError;
 
 use self::slot::NicSlot;
 use self::worker::{Worker, WorkerHandle};
-use super::{device_type, read_config_bytes, ActivateError, Interrupt, VirtioDevice};
+use super::{
+    device_type, read_config_bytes, ActivateError, DeviceSnapshot, DeviceState, Interrupt,
+    VirtioDevice,
+};
 use crate::bus::lock;
 use std::sync::Arc;
 use virtio_queue::Queue;
@@ -165,6 +168,35 @@ impl VirtioDevice for Net {
     fn reset(&mut self) {
         self.stop_worker();
         self.slot.clear_negotiation();
+    }
+
+    fn can_save(&self) -> Result<(), String> {
+        if self.slot.config().vhost {
+            return Err(format!(
+                "a VM with vhost-net (eth{}) cannot be snapshotted",
+                self.slot.index
+            ));
+        }
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<DeviceSnapshot, String> {
+        self.can_save()?;
+        // The thread finishes the frame in progress and parks; the rest stay in the rings.
+        let queues = match lock(&self.slot.inner).worker.as_ref() {
+            Some(w) => w.park()?,
+            None => Vec::new(),
+        };
+        Ok(DeviceSnapshot {
+            device: DeviceState::Net(persist::NetState::of(&self.slot)),
+            queues,
+        })
+    }
+
+    fn resume_after_save(&mut self) {
+        if let Some(w) = lock(&self.slot.inner).worker.as_ref() {
+            w.release();
+        }
     }
 }
 

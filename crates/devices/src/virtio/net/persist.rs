@@ -1,70 +1,55 @@
-//! Snapshot state of a NIC slot: what the guest sees (MAC, link, negotiated features), what is
-//! plugged in (the TAP's name), and where the device's thread left the queues.
+//! virtio-net's snapshot state: what the guest sees of the NIC (MAC, link, the configuration
+//! generation it last read, whether its driver has read the MAC) and what is plugged in (the
+//! TAP's name). The transport saves the negotiated features and the queues' positions (the
+//! device's thread parks for it, see [`super::Net`]'s `save`).
 //!
-//! A snapshot is taken with the VM paused. The TAP itself cannot be saved: restoring takes a TAP
-//! opened again by name (the snapshot names it) and must get the same one. A VM whose NIC
-//! moves frames through vhost-net cannot be snapshotted (the kernel holds the rings' state);
-//! [`NetState::vhost`] says so, for the snapshot code to refuse it.
+//! The TAP itself cannot be saved: a restore opens a TAP again from the configuration and must
+//! get the one the snapshot names. A NIC whose frames move through vhost-net cannot be
+//! snapshotted (the host kernel holds the rings' state), and a restore does not hand a ring to
+//! vhost-net either.
 
 use super::backend::NicBackend;
-use super::slot::ConfigState;
-use super::{Net, NetHandle};
+use super::slot::{ConfigState, NicSlot};
+use super::Net;
 use crate::persist::Persist;
 use serde::{Deserialize, Serialize};
-
-/// A queue's next avail and next used index.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueuePosition {
-    pub next_avail: u16,
-    pub next_used: u16,
-}
 
 /// The state of one NIC slot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetState {
-    /// The slot's index (eth0 is 0).
-    pub index: usize,
     pub mac: [u8; 6],
     pub link_up: bool,
     pub generation: u32,
-    /// The features the driver accepted (0: it has not negotiated since the last reset).
-    pub acked_features: u64,
-    /// The plugged TAP's interface name.
+    /// The driver read the MAC (it negotiated since its last reset): a hot-plugged TAP cannot
+    /// bring another one.
+    pub mac_read: bool,
+    /// The plugged TAP's interface name; None for an empty slot.
     pub tap: Option<String>,
-    /// The rings are served by the host kernel: such a NIC cannot be saved.
-    pub vhost: bool,
-    /// Receive, then transmit.
-    pub queues: [QueuePosition; 2],
 }
 
 impl NetState {
-    /// The state of the slot `handle` names, now.
-    pub fn of(handle: &NetHandle) -> NetState {
-        let c = handle.state();
-        let [rx, tx] = handle.queue_positions();
-        let pos = |(next_avail, next_used)| QueuePosition {
-            next_avail,
-            next_used,
-        };
+    pub(super) fn of(slot: &NicSlot) -> NetState {
+        let c = slot.config();
         NetState {
-            index: handle.index(),
             mac: c.mac,
             link_up: c.link_up,
             generation: c.generation,
-            acked_features: c.acked,
+            mac_read: c.mac_read,
             tap: c.tap,
-            vhost: c.vhost,
-            queues: [pos(rx), pos(tx)],
         }
     }
 }
 
-/// Why a NIC slot could not be rebuilt.
+/// Why a NIC slot could not be rebuilt from its state.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error("NIC slot {0}: the snapshot holds vhost-net state, which cannot be restored")]
+    #[error("eth{0}: a restored NIC cannot use vhost-net; give it with vhost=off")]
     Vhost(usize),
-    #[error("NIC slot {index}: the snapshot had TAP {want:?}, the restore gives {got:?}")]
+    #[error(
+        "eth{index}: the snapshot has TAP {}, the configuration {}",
+        name(want),
+        name(got)
+    )]
     WrongTap {
         index: usize,
         want: Option<String>,
@@ -72,41 +57,48 @@ pub enum RestoreError {
     },
 }
 
+fn name(tap: &Option<String>) -> String {
+    match tap {
+        Some(t) => format!("'{t}'"),
+        None => "none".to_string(),
+    }
+}
+
 impl Persist for Net {
     type State = NetState;
-    /// The TAP named by the state, opened again (None for an empty slot).
-    type ConstructorArgs = Option<NicBackend>;
+    /// The slot's index, and the TAP the configuration gives it (opened again), if any.
+    type ConstructorArgs = (usize, Option<NicBackend>);
     type Error = RestoreError;
 
     fn save(&self) -> NetState {
-        NetState::of(&self.handle())
+        NetState::of(&self.slot)
     }
 
-    fn restore(backend: Option<NicBackend>, state: &NetState) -> Result<Self, RestoreError> {
-        if state.vhost || backend.as_ref().is_some_and(|b| b.vhost.is_some()) {
-            return Err(RestoreError::Vhost(state.index));
+    fn restore(
+        (index, backend): (usize, Option<NicBackend>),
+        state: &NetState,
+    ) -> Result<Self, RestoreError> {
+        if backend.as_ref().is_some_and(|b| b.vhost.is_some()) {
+            return Err(RestoreError::Vhost(index));
         }
         let got = backend.as_ref().map(|b| b.tap.name().to_string());
         if got != state.tap {
             return Err(RestoreError::WrongTap {
-                index: state.index,
+                index,
                 want: state.tap.clone(),
                 got,
             });
         }
-        let net = Net::new(state.index, state.mac, backend);
+        let net = Net::new(index, state.mac, backend);
         net.slot.restore_config(ConfigState {
             mac: state.mac,
             link_up: state.link_up,
             generation: state.generation,
-            mac_read: state.acked_features != 0,
-            acked: state.acked_features,
+            mac_read: state.mac_read,
+            acked: 0,
             tap: state.tap.clone(),
             vhost: false,
         });
-        for (p, q) in net.slot.positions.iter().zip(state.queues) {
-            p.store(q.next_avail, q.next_used);
-        }
         Ok(net)
     }
 }
@@ -114,54 +106,64 @@ impl Persist for Net {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::virtio::net::test_utils::tap_pair;
     use crate::virtio::VirtioDevice;
 
     #[test]
     fn state_round_trips_through_json() {
-        let mut net = Net::new(1, [0x0e, 0x90, 0xdf, 0x9f, 0xa8, 0x88], None);
+        let (tap, _peer) = tap_pair("tap7");
+        let backend = NicBackend { tap, vhost: None };
+        let mut net = Net::new(1, [0x0e, 0x90, 0xdf, 0x9f, 0xa8, 0x88], Some(backend));
         net.ack_features(0x1_0001_8023);
-        net.slot.positions[0].store(17, 15);
-        net.slot.positions[1].store(300, 299);
-        let state = net.save();
-        assert_eq!(state.index, 1);
-        assert!(!state.link_up && state.tap.is_none() && !state.vhost);
+        let state = Persist::save(&net);
         assert_eq!(
-            state.queues,
-            [
-                QueuePosition {
-                    next_avail: 17,
-                    next_used: 15
-                },
-                QueuePosition {
-                    next_avail: 300,
-                    next_used: 299
-                }
-            ]
+            state,
+            NetState {
+                mac: [0x0e, 0x90, 0xdf, 0x9f, 0xa8, 0x88],
+                link_up: true,
+                generation: 0,
+                mac_read: true,
+                tap: Some("tap7".into()),
+            }
         );
         let text = serde_json::to_string(&state).unwrap();
         let back: NetState = serde_json::from_str(&text).unwrap();
         assert_eq!(back, state);
-        let restored = Net::restore(None, &back).unwrap();
-        assert_eq!(restored.save(), state);
-        let c = restored.handle().state();
-        assert!(c.mac_read, "a driver that negotiated has read the MAC");
-        assert_eq!(c.acked, 0x1_0001_8023);
+        let (tap, _peer) = tap_pair("tap7");
+        let restored = Net::restore((1, Some(NicBackend { tap, vhost: None })), &back).unwrap();
+        assert_eq!(Persist::save(&restored), state);
+        assert_eq!(restored.handle().index(), 1);
+        // The MAC rule of hot-plug holds across a restore.
+        assert!(restored.handle().state().mac_read);
     }
 
     #[test]
-    fn vhost_state_and_a_different_tap_are_refused() {
-        let mut state = Net::new(0, [2, 0, 0, 0, 0, 1], None).save();
-        state.vhost = true;
-        assert!(matches!(
-            Net::restore(None, &state),
-            Err(RestoreError::Vhost(0))
-        ));
-        state.vhost = false;
+    fn an_empty_slot_keeps_its_mac_and_generation() {
+        let net = Net::new(0, [2, 0, 0, 0, 0, 1], None);
+        let mut state = Persist::save(&net);
+        state.generation = 5;
+        let restored = Net::restore((0, None), &state).unwrap();
+        assert_eq!(restored.config_generation(), 5);
+        assert_eq!(restored.handle().mac(), [2, 0, 0, 0, 0, 1]);
+        assert!(!restored.handle().is_attached());
+    }
+
+    #[test]
+    fn a_different_tap_is_refused() {
+        let mut state = Persist::save(&Net::new(0, [2, 0, 0, 0, 0, 1], None));
         state.tap = Some("tap0".into());
-        let e = Net::restore(None, &state).err().unwrap();
+        let e = Net::restore((0, None), &state).err().unwrap();
         assert_eq!(
             e.to_string(),
-            "NIC slot 0: the snapshot had TAP Some(\"tap0\"), the restore gives None"
+            "eth0: the snapshot has TAP 'tap0', the configuration none"
+        );
+        let (tap, _peer) = tap_pair("tap1");
+        let e = Net::restore((0, Some(NicBackend { tap, vhost: None })), &state)
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "eth0: the snapshot has TAP 'tap0', the configuration 'tap1'"
         );
     }
 }

@@ -11,7 +11,7 @@ use super::config::format_mac;
 use super::worker::WorkerHandle;
 use crate::bus::lock;
 use crate::virtio::{Interrupt, InterruptKind};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 /// What the configuration space shows, and what the guest has seen of it.
@@ -46,26 +46,6 @@ pub struct Stats {
     pub tx_errors: AtomicU64,
 }
 
-/// A queue's next avail and next used index as the device's thread last left them (for a
-/// snapshot taken while the guest is paused).
-#[derive(Debug, Default)]
-pub struct Position(AtomicU32);
-
-impl Position {
-    pub fn store(&self, next_avail: u16, next_used: u16) {
-        self.0.store(
-            u32::from(next_avail) | (u32::from(next_used) << 16),
-            Ordering::Release,
-        );
-    }
-
-    /// (next avail, next used).
-    pub fn load(&self) -> (u16, u16) {
-        let v = self.0.load(Ordering::Acquire);
-        (v as u16, (v >> 16) as u16)
-    }
-}
-
 pub(super) struct Inner {
     /// The backend while no thread serves the device (it owns it otherwise).
     pub backend: Option<NicBackend>,
@@ -78,7 +58,6 @@ pub struct NicSlot {
     interrupt: Mutex<Option<Arc<Interrupt>>>,
     pub(super) inner: Mutex<Inner>,
     pub stats: Stats,
-    pub positions: [Position; 2],
 }
 
 /// Why a NIC slot refused a hot-plug request.
@@ -112,7 +91,6 @@ impl NicSlot {
                 worker: None,
             }),
             stats: Stats::default(),
-            positions: Default::default(),
         }
     }
 
@@ -199,11 +177,6 @@ impl NetHandle {
     /// What the guest and the device have agreed on, and what the slot holds.
     pub fn state(&self) -> ConfigState {
         self.slot.config()
-    }
-
-    /// (next avail, next used) of the receive and transmit queues.
-    pub fn queue_positions(&self) -> [(u16, u16); 2] {
-        [self.slot.positions[0].load(), self.slot.positions[1].load()]
     }
 
     /// Frame counters.

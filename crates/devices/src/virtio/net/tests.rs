@@ -236,3 +236,62 @@ fn the_guest_memory_of_a_frame_is_what_the_tap_gets() {
     w(&mut t, 0x50, 1);
     assert_eq!(host_recv(&peer, SECOND).unwrap(), frame);
 }
+
+#[test]
+fn a_snapshot_through_the_transport_restores_a_nic_that_goes_on_where_it_was() {
+    let m = mem();
+    let (b, peer) = backend("snap0");
+    let mut t = transport(&m, Net::new(0, MAC, Some(b)));
+    let rxq = TestQueue::new(&m, RXQ);
+    let txq = TestQueue::new(&m, TXQ);
+    start(&mut t, &rxq, &txq);
+    txq.tx_frame(0, &[(0x20_0000, &tap_frame(&[5; 64]))]);
+    w(&mut t, 0x50, 1);
+    assert_eq!(host_recv(&peer, SECOND).unwrap(), tap_frame(&[5; 64]));
+    assert!(eventually(|| txq.used_idx() == 1));
+    let state = t.save().unwrap();
+    t.resume_after_save();
+    assert_eq!(state.positions.len(), 2);
+    assert_eq!(state.positions[1].next_avail, 1);
+    let DeviceState::Net(n) = &state.device else {
+        panic!("not a NIC: {:?}", state.device)
+    };
+    assert_eq!(n.tap.as_deref(), Some("snap0"));
+    assert!(n.link_up && n.mac_read);
+    drop(t);
+
+    // The restored NIC takes the next frame from where the first stopped.
+    let (b, peer) = backend("snap0");
+    let net = <Net as crate::Persist>::restore((0, Some(b)), n).unwrap();
+    let mut t = MmioTransport::restore(
+        m.clone(),
+        Box::new(net),
+        EventFd::new(EFD_NONBLOCK).unwrap(),
+        &state,
+    )
+    .unwrap();
+    assert!(t.is_activated());
+    assert_eq!(config(&mut t), (MAC, 1));
+    txq.tx_frame(1, &[(0x20_1000, &tap_frame(&[6; 64]))]);
+    w(&mut t, 0x50, 1);
+    assert_eq!(host_recv(&peer, SECOND).unwrap(), tap_frame(&[6; 64]));
+    assert!(eventually(|| txq.used_idx() == 2));
+    assert_eq!(txq.used(), vec![(0, 0), (1, 0)]);
+}
+
+#[test]
+fn a_nic_on_vhost_net_refuses_a_snapshot() {
+    let net = Net::new(1, MAC, None);
+    net.slot.restore_config(ConfigState {
+        mac: MAC,
+        link_up: true,
+        tap: Some("tap1".into()),
+        vhost: true,
+        ..Default::default()
+    });
+    assert_eq!(
+        net.can_save().unwrap_err(),
+        "a VM with vhost-net (eth1) cannot be snapshotted"
+    );
+    assert!(Net::new(1, MAC, None).can_save().is_ok());
+}

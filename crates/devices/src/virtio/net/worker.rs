@@ -10,7 +10,8 @@
 //!   this thread only watches the kernel's error eventfds.
 //!
 //! Hot-plug talks to the thread with [`Command`]s (the QMP thread waits for the answer), so the
-//! backend always has one owner and a detached TAP is closed when `device_del` returns.
+//! backend always has one owner and a detached TAP is closed when `device_del` returns. A
+//! snapshot parks the thread between frames ([`WorkerPause`]) and takes the queues' positions.
 
 use super::backend::NicBackend;
 use super::config::{mergeable, tap_offloads};
@@ -19,8 +20,9 @@ use super::slot::NicSlot;
 use super::tap::VNET_HDR_LEN;
 use super::tx::{self, IoVecs, MAX_TX_LEN};
 use crate::virtio::features::{bit, RING_EVENT_IDX, RING_INDIRECT_DESC, VERSION_1};
+use crate::virtio::pause::WorkerPause;
 use crate::virtio::vhost::Vring;
-use crate::virtio::{Interrupt, InterruptKind};
+use crate::virtio::{Interrupt, InterruptKind, QueuePosition};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,6 +81,7 @@ struct Running {
     ctl: Receiver<Command>,
     wake: EventFd,
     stop: Arc<AtomicBool>,
+    pause: Arc<WorkerPause>,
     mode: Mode,
     /// Signalled by the kernel when it cannot use a ring (vhost mode).
     errs: [EventFd; 2],
@@ -102,6 +105,7 @@ pub(super) struct WorkerHandle {
     ctl: Sender<Command>,
     wake: EventFd,
     stop: Arc<AtomicBool>,
+    pause: Arc<WorkerPause>,
     thread: Option<JoinHandle<Option<NicBackend>>>,
 }
 
@@ -110,12 +114,16 @@ impl WorkerHandle {
     pub fn spawn(name: String, worker: Worker) -> io::Result<Self> {
         let wake = EventFd::new(EFD_NONBLOCK)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let pause = Arc::new(WorkerPause::default());
         let (tx, rx) = mpsc::channel();
+        // A queue the driver broke stays broken (a restored device starts this way).
+        let broken = worker.interrupt.needs_reset();
         let running = Running {
             w: worker,
             ctl: rx,
             wake: wake.try_clone()?,
             stop: stop.clone(),
+            pause: pause.clone(),
             mode: Mode::Empty,
             errs: [EventFd::new(EFD_NONBLOCK)?, EventFd::new(EFD_NONBLOCK)?],
             rx_buf: vec![0; RX_BUF_LEN],
@@ -123,7 +131,7 @@ impl WorkerHandle {
             rx_blocked: false,
             tx_more: false,
             tx_blocked: false,
-            broken: [false; 2],
+            broken: [broken; 2],
             scratch: RxScratch::default(),
             iov: IoVecs(Vec::with_capacity(64)),
             rejects: 0,
@@ -135,18 +143,40 @@ impl WorkerHandle {
             ctl: tx,
             wake,
             stop,
+            pause,
             thread: Some(thread),
         })
+    }
+
+    fn wake(&self) {
+        if let Err(e) = self.wake.write(1) {
+            log::error!("virtio-net: cannot wake the device thread: {e}");
+        }
     }
 
     fn send(&self, c: Command) -> bool {
         if self.ctl.send(c).is_err() {
             return false;
         }
-        if let Err(e) = self.wake.write(1) {
-            log::error!("virtio-net: cannot wake the device thread: {e}");
-        }
+        self.wake();
         true
+    }
+
+    /// For a snapshot: the thread finishes the frame in progress and parks; returns where the
+    /// receive and transmit queues stand. It takes nothing more from the rings (and reads
+    /// nothing from the TAP) until [`WorkerHandle::release`].
+    pub fn park(&self) -> Result<Vec<QueuePosition>, String> {
+        let p = self.pause.request(|| self.wake())?;
+        if p.len() != 2 {
+            self.release();
+            return Err("the NIC's thread cannot report its queues (vhost-net holds them)".into());
+        }
+        Ok(p)
+    }
+
+    /// Lets a parked thread go on.
+    pub fn release(&self) {
+        self.pause.release();
     }
 
     /// Has the thread serve `backend`; gives it back with the reason if it cannot.
@@ -174,9 +204,8 @@ impl WorkerHandle {
     /// Stops the thread after what it is doing and returns the backend it served.
     pub fn stop(&mut self) -> Option<NicBackend> {
         self.stop.store(true, Ordering::SeqCst);
-        if let Err(e) = self.wake.write(1) {
-            log::error!("virtio-net: cannot signal the device thread to stop: {e}");
-        }
+        self.pause.release();
+        self.wake();
         let t = self.thread.take()?;
         match t.join() {
             Ok(b) => b,
@@ -303,6 +332,10 @@ impl Running {
                     break;
                 }
                 self.commands();
+                if self.pause.requested() {
+                    self.park();
+                    continue;
+                }
             }
             let tap_out = fds[3].revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0;
             if tap_out && self.tx_blocked {
@@ -333,8 +366,20 @@ impl Running {
     /// Leaves whatever mode the thread is in and returns the backend.
     fn finish(&mut self) -> Option<NicBackend> {
         self.leave();
-        self.publish_positions();
         self.w.backend.take()
+    }
+
+    /// Reports the queues' positions to a snapshot and waits until it is written; then serves
+    /// what the driver queued meanwhile. The rings belong to the host kernel in vhost mode, so
+    /// there is nothing to report then (the snapshot refuses such a NIC before asking).
+    fn park(&mut self) {
+        let positions = if self.mode == Mode::Vhost {
+            Vec::new()
+        } else {
+            self.w.queues.iter().map(QueuePosition::of).collect()
+        };
+        self.pause.park(positions);
+        self.serve_all();
     }
 
     fn commands(&mut self) {
@@ -516,12 +561,6 @@ impl Running {
         }
     }
 
-    fn publish_positions(&self) {
-        for (i, q) in self.w.queues.iter().enumerate() {
-            self.w.slot.positions[i].store(q.next_avail(), q.next_used());
-        }
-    }
-
     /// Sends (or, with no TAP, drops) every available transmit chain, a batch at a time. A
     /// frame the TAP cannot take yet (its send buffer is full) goes back into the ring and
     /// waits for the TAP to be writable: nothing the guest sends is lost to back-pressure.
@@ -537,7 +576,9 @@ impl Running {
                 return self.mark_broken(TX, &e);
             }
             loop {
-                if count == BATCH {
+                // A snapshot waits for the frame in progress only (the wake-up it sent parks
+                // the thread); the rest are sent after it.
+                if count == BATCH || self.pause.requested() {
                     self.tx_more = true;
                     break 'batch;
                 }
@@ -574,7 +615,6 @@ impl Running {
         }
         if used {
             self.notify(TX);
-            self.publish_positions();
         }
     }
 
@@ -621,7 +661,7 @@ impl Running {
             return self.mark_broken(RX, &e);
         }
         loop {
-            if frames == BATCH {
+            if frames == BATCH || self.pause.requested() {
                 break;
             }
             let len = match self.rx_pending {
@@ -708,7 +748,6 @@ impl Running {
         }
         if used {
             self.notify(RX);
-            self.publish_positions();
         }
     }
 

@@ -212,3 +212,34 @@ fn stop_joins_the_named_thread() {
     // Stopping twice (and dropping) is fine.
     rig.handle.stop();
 }
+
+#[test]
+fn a_parked_worker_takes_nothing_until_released() {
+    let (f, _) = image(8);
+    let m = mem();
+    let vq = TestQueue::new(&m);
+    let rig = start(&m, vq.create_queue(), disk_slot(2, &f, false), "blk-t-park");
+    let first = put_request(&m, &vq, 0, 0, 0, Some((512, true)));
+    rig.kick.write(1).unwrap();
+    assert!(wait(rig.interrupt.irqfd(), SECOND).is_some());
+    assert_eq!(status_of(&m, &first), 0);
+    let at = rig.handle.park().unwrap();
+    assert_eq!(
+        (at.next_avail, at.next_used),
+        (1, 1),
+        "one request taken, one used"
+    );
+    // While parked, a new request stays in the ring.
+    let second = put_request(&m, &vq, 3, 0, 1, Some((512, true)));
+    rig.kick.write(1).unwrap();
+    assert!(wait(rig.interrupt.irqfd(), std::time::Duration::from_millis(200)).is_none());
+    assert_eq!(vq.used().len(), 1);
+    assert_eq!(rig.handle.park().unwrap(), at, "still where it stopped");
+    rig.handle.release();
+    assert!(
+        wait(rig.interrupt.irqfd(), SECOND).is_some(),
+        "served once released"
+    );
+    assert_eq!(status_of(&m, &second), 0);
+    assert_eq!(vq.used().len(), 2);
+}

@@ -259,8 +259,51 @@ fn the_thread_is_named_and_stops_promptly_giving_its_backend_back() {
     assert_eq!(b.tap.name(), "t5");
     assert!(t.elapsed() < Duration::from_secs(1));
     assert!(!thread_names().iter().any(|n| n == "net-t5"));
-    // The positions it reached are published.
-    assert_eq!(rig.slot.positions[RX].load(), (0, 0));
+}
+
+#[test]
+fn a_parked_thread_reports_its_queues_and_takes_nothing_until_released() {
+    let m = mem();
+    let rxq = TestQueue::new(&m, RXQ);
+    let txq = TestQueue::new(&m, TXQ);
+    let (b, peer) = backend("t7");
+    rxq.rx_buffer(0, 0x40_0000, 2048);
+    let first = payload(1, 100);
+    txq.tx_frame(0, &[(0x20_0000, &tap_frame(&first))]);
+    let rig = start(
+        &m,
+        [rxq.create_queue(), txq.create_queue()],
+        Some(b),
+        offered_features(),
+        7,
+    );
+    assert_eq!(host_recv(&peer, SECOND), Some(tap_frame(&first)));
+    assert!(wait_used(&txq, 1));
+    let at = rig.handle.park().unwrap();
+    let pos = |next_avail, next_used| QueuePosition {
+        next_avail,
+        next_used,
+    };
+    assert_eq!(at, vec![pos(0, 0), pos(1, 1)]);
+    // While parked: a frame from the host waits in the TAP, the guest's next frame in the ring.
+    host_send(&peer, &tap_frame(&payload(2, 80)));
+    txq.tx_frame(1, &[(0x20_1000, &tap_frame(&payload(3, 90)))]);
+    rig.kicks[TX].write(1).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(txq.used().len(), 1);
+    assert!(rxq.used().is_empty());
+    assert!(host_recv(&peer, Duration::from_millis(10)).is_none());
+    assert_eq!(
+        rig.handle.park().unwrap(),
+        at,
+        "parking again changes nothing"
+    );
+    rig.handle.release();
+    assert_eq!(host_recv(&peer, SECOND), Some(tap_frame(&payload(3, 90))));
+    assert!(wait_used(&txq, 2));
+    assert!(wait_used(&rxq, 1));
+    assert_eq!(rxq.used(), vec![(0, 92)]);
+    drop(rig.handle);
 }
 
 #[test]

@@ -6,7 +6,8 @@ Each mode: ping both ways; the command line's MAC is the guest's; the guest's of
 (checksum, TSO) are on, and so are the TAP's that follow them; a TCP transfer each way arrives
 with a matching checksum (100 MiB each way by default; STRATOVIRT_NET_BYTES sets the size, see
 tests/linux/README.md); the seeds' hot-plug transcript with traffic before, during and after;
-ten more add/del cycles leave the VMM's descriptors and threads as they were."""
+ten more add/del cycles leave the VMM's descriptors and threads as they were. A snapshot of a
+guest with a NIC restores with its eth0 working; one on vhost-net is refused and runs on."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import time
 
 import pytest
 
-from nested import L2, stratovirt_argv
+from nested import L1_WORK, L2, stratovirt_argv
 from svm import RawQmp
 
 MAC = "0e:90:df:9f:a8:88"
@@ -196,3 +197,66 @@ def test_hotplug_as_the_seeds_show_it_with_traffic(l1, vms, tap, mode):
     assert vm.out("echo healthy") == "healthy"
     assert vm.out(complaints) == at_boot, vm.out("dmesg | tail -20")
     q.close()
+
+
+def migrate(vm, snap):
+    """QMP migrate to `snap`; returns the reply, and the final query-migrate when it started."""
+    q = RawQmp(vm.qmp_path, timeout=60)
+    q.execute("qmp_capabilities")
+    _, r = q.execute("migrate", {"uri": f"file:{snap}"})
+    info = None
+    if r == {"return": {}}:
+        deadline = time.monotonic() + 300
+        while True:
+            info = q.execute("query-migrate")[1]["return"]
+            if info["status"] in ("completed", "failed"):
+                break
+            assert time.monotonic() < deadline, info
+            time.sleep(0.1)
+    status = q.execute("query-status")[1]["return"]["status"]
+    q.close()
+    return r, info, status
+
+
+def test_a_restored_linux_keeps_its_nic(l1, vms, tap):
+    extra = ["-netdev", netdev("user"), "-device", f"virtio-net-device,netdev=net0,mac={MAC}"]
+    qmp = "/run/vms/net-snap-src/qmp.sock"
+    src = vms.boot("net-snap-src", stratovirt_argv(mem="512M", qmp=qmp, extra=extra), qmp=qmp)
+    guest_up(src)
+    wait_carrier(src, "1")
+    assert ping(src, HOST_IP)
+    r = transfer(l1, src, 8 << 20, 5011, guest_sends=True)
+    assert r["sent"]["sum"] == r["recv"]["sum"], r
+    snap = f"{L1_WORK}/net-snap/template"
+    l1.sh(f"rm -rf {L1_WORK}/net-snap && mkdir -p {L1_WORK}/net-snap")
+    assert migrate(src, snap) == ({"return": {}}, {"status": "completed"}, "paused")
+    src.kill()
+    qmp2 = "/run/vms/net-snap-dst/qmp.sock"
+    dst = vms.start("net-snap-dst", stratovirt_argv(
+        mem="512M", qmp=qmp2, extra=extra + ["-incoming", f"file:{snap}"]), qmp=qmp2)
+    # The guest's eth0 goes on as it was: address, MAC, carrier, and traffic both ways.
+    assert dst.out("cat /sys/class/net/eth0/address") == MAC
+    assert carrier(dst) == "1"
+    assert ping(dst, HOST_IP) and ping(l1, GUEST_IP)
+    for guest_sends, port in ((True, 5012), (False, 5013)):
+        r = transfer(l1, dst, 8 << 20, port, guest_sends)
+        assert r["sent"]["bytes"] == r["recv"]["bytes"] == str(8 << 20), r
+        assert r["sent"]["sum"] == r["recv"]["sum"], r
+    assert dst.out("dmesg | grep -cE 'BUG|Oops|WARNING' || true") == "0"
+
+
+def test_a_linux_on_vhost_net_refuses_a_snapshot_and_runs_on(l1, vms, tap):
+    qmp = "/run/vms/net-snap-vhost/qmp.sock"
+    vm = vms.boot("net-snap-vhost", stratovirt_argv(
+        mem="512M", qmp=qmp, extra=["-netdev", netdev("vhost"),
+                                    "-device", "virtio-net-device,netdev=net0"]), qmp=qmp)
+    guest_up(vm)
+    wait_carrier(vm, "1")
+    l1.sh(f"rm -rf {L1_WORK}/net-snap-vhost && mkdir -p {L1_WORK}/net-snap-vhost")
+    r, info, status = migrate(vm, f"{L1_WORK}/net-snap-vhost/template")
+    assert r == {"error": {"class": "GenericError",
+                           "desc": "a VM with vhost-net (eth0) cannot be snapshotted"}}, r
+    # Refused before anything paused or was written.
+    assert (info, status) == (None, "running")
+    assert l1.sh(f"ls -A {L1_WORK}/net-snap-vhost").strip() == ""
+    assert ping(vm, HOST_IP) and ping(l1, GUEST_IP)

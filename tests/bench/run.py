@@ -496,8 +496,8 @@ def print_net(res, frames, reps):
             srate, qrate = med(s, 0), med(q, 0)
             sio, qio = med(s, 3), med(q, 3)
             io_ratio = f"{qio/sio:8.2f}x" if sio > 0 else "     n/a"
-            print(f"{way} {length:4d} B    {srate:10.0f} {med(s, 1):7.1f} {sio:8.1f}   "
-                  f"{qrate:12.0f} {med(q, 1):7.1f} {qio:8.1f}   {srate/qrate:6.2f}x {io_ratio}")
+            print(f"{f'{way} {length:4d} B':14s}{srate:16.0f}{med(s, 1):8.1f}{sio:8.1f}"
+                  f"{qrate:16.0f}{med(q, 1):8.1f}{qio:8.1f}   {srate/qrate:6.2f}x {io_ratio}")
 
 
 def net_section(frames, reps):

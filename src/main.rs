@@ -114,8 +114,8 @@ fn log_config(cfg: &VmConfig) {
         })
         .collect();
     log::info!(
-        "config: disks [{}], NICs [{}], initrd {}, qmp {}, serial {}, seccomp {}, daemon {}, \
-         pidfile {}, guest memory in core dumps {}, pid {}",
+        "config: disks [{}], NICs [{}], initrd {}, qmp {}, console {}, serial {}, seccomp {}, \
+         daemon {}, pidfile {}, guest memory in core dumps {}, pid {}",
         disks.join(" "),
         nics.join(" "),
         cfg.boot
@@ -125,6 +125,9 @@ fn log_config(cfg: &VmConfig) {
         cfg.qmp
             .as_ref()
             .map_or("none".into(), |q| q.path.display().to_string()),
+        cfg.console
+            .as_ref()
+            .map_or("none".into(), |c| c.socket_path.display().to_string()),
         if cfg.serial.as_ref().is_some_and(|s| s.stdio) {
             "stdio"
         } else {
@@ -162,9 +165,6 @@ fn save_terminal(cfg: &VmConfig) {
 /// Options whose devices or features this build does not have yet: refused, never ignored.
 fn refuse_unsupported(cfg: &VmConfig) -> Result<(), String> {
     let not_yet = |what: &str| Err(format!("{what} is not supported yet"));
-    if cfg.console.is_some() {
-        return not_yet("-chardev (virtio-console)");
-    }
     if cfg.vsock.is_some() {
         return not_yet("-device vhost-vsock-device");
     }

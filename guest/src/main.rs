@@ -23,6 +23,7 @@ mod shell;
 mod smp;
 mod system;
 mod virtio_blk;
+mod virtio_console;
 mod virtio_mmio;
 mod virtio_net;
 mod vq;
@@ -99,6 +100,7 @@ extern "C" fn kmain(protocol: u64, info: u64) -> ! {
     serial::enable_rx_irq();
     virtio_blk::init(cmdline);
     virtio_net::init(cmdline);
+    virtio_console::init(cmdline);
 
     let usable = e820::usable_bytes(memmap);
     let virtio = virtio_mmio::devices().len() as u64;

@@ -279,16 +279,31 @@ fn attach_devices(
     let mut mmio = Bus::new();
     let mut slots = SlotTable::default();
     let saved = restore.map(|s| s.slots.as_slice());
-    let slot_err = |e| match restore {
+    let step_err = |e| match restore {
         Some(_) => MachineError::Snapshot(e),
         None => MachineError::Device(e),
     };
     let mut slot_ids =
-        attach_disk_slots(&mut slots, vm, mem, &mut mmio, &cfg.drives, saved).map_err(slot_err)?;
+        attach_disk_slots(&mut slots, vm, mem, &mut mmio, &cfg.drives, saved).map_err(step_err)?;
     slot_ids.extend(
         attach_nic_slots(&mut slots, vm, mem, &mut mmio, &cfg.nets, host.nics, saved)
-            .map_err(slot_err)?,
+            .map_err(step_err)?,
     );
+    // The other devices after the disk and NIC slots.
+    if let Some(console) = &cfg.console {
+        let saved = match restore {
+            Some(state) => Some(state.slots.get(slots.slots().len()).ok_or_else(|| {
+                MachineError::Snapshot(format!(
+                    "the snapshot has {} virtio devices and no console",
+                    state.slots.len()
+                ))
+            })?),
+            None => None,
+        };
+        let id = crate::attach::attach_console(&mut slots, vm, mem, &mut mmio, console, saved)
+            .map_err(step_err)?;
+        slot_ids.push(Some(BootDevice::same(&id)));
+    }
     if let Some(state) = restore {
         if state.slots.len() != slots.slots().len() {
             return Err(MachineError::Snapshot(format!(

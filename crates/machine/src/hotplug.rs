@@ -213,9 +213,12 @@ impl Hotplug {
     pub fn new(table: SlotTable, boot: &[Option<BootDevice>]) -> Self {
         let mut ids = vec![None; table.slots().len()];
         let mut backend_ids = vec![None; table.slots().len()];
-        for ((id, backend), b) in ids.iter_mut().zip(backend_ids.iter_mut()).zip(boot) {
-            *id = b.as_ref().map(|b| b.device.clone());
-            *backend = b.as_ref().map(|b| b.backend.clone());
+        for (i, b) in boot.iter().enumerate().take(ids.len()) {
+            ids[i] = b.as_ref().map(|b| b.device.clone());
+            // A fixed device's backend (the console's socket) is not QMP's to remove.
+            if table.slots()[i].kind != SlotKind::Fixed {
+                backend_ids[i] = b.as_ref().map(|b| b.backend.clone());
+            }
         }
         Hotplug {
             table,
@@ -627,5 +630,20 @@ mod tests {
                 .is_err(),
             "boot ids taken"
         );
+    }
+
+    #[test]
+    fn a_fixed_device_keeps_its_id_but_has_no_backend_qmp_can_remove() {
+        let table = SlotTable::for_tests(vec![(SlotKind::Fixed, SlotHandle::Fixed)]);
+        let hp = Hotplug::new(table, &[Some(BootDevice::same("con0"))]);
+        assert!(hp
+            .detach("con0")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot be removed"));
+        let e = hp.del_backend(SlotKind::Nic, "con0").unwrap_err();
+        assert!(matches!(e, HotplugError::NotFound(_)), "{e}");
+        // The id stays taken: no hot-plugged device can use it.
+        assert!(hp.lock().id_in_use("con0"));
     }
 }

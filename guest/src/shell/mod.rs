@@ -7,6 +7,7 @@
 
 mod basic;
 mod blk;
+mod con;
 mod mem;
 mod net;
 mod power;
@@ -32,6 +33,7 @@ const GROUPS: &[&[Command]] = &[
     mem::COMMANDS,
     blk::COMMANDS,
     net::COMMANDS,
+    con::COMMANDS,
     power::COMMANDS,
 ];
 

@@ -31,6 +31,7 @@ impl QueuePosition {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DeviceState {
     Block(super::block::BlockState),
+    Console(super::console::ConsoleState),
     Net(super::net::NetState),
 }
 

@@ -29,17 +29,20 @@ pub enum ThreadKind {
     Blk,
     /// `net<N>`: one virtio-net NIC's frames (or its vhost-net supervision).
     Net,
+    /// `console`: the virtio-console's socket and queues.
+    Console,
     /// `migrate`: writing a snapshot (QMP `migrate`) while QMP keeps answering.
     Migrate,
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 6] = [
+    pub const ALL: [ThreadKind; 7] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::Qmp,
         ThreadKind::Blk,
         ThreadKind::Net,
+        ThreadKind::Console,
         ThreadKind::Migrate,
     ];
 
@@ -51,6 +54,7 @@ impl ThreadKind {
             ThreadKind::Qmp => "qmp",
             ThreadKind::Blk => "blk",
             ThreadKind::Net => "net",
+            ThreadKind::Console => "console",
             ThreadKind::Migrate => "migrate",
         }
     }
@@ -63,6 +67,7 @@ impl ThreadKind {
             ThreadKind::Qmp => generated::SYSCALLS_QMP,
             ThreadKind::Blk => generated::SYSCALLS_BLK,
             ThreadKind::Net => generated::SYSCALLS_NET,
+            ThreadKind::Console => generated::SYSCALLS_CONSOLE,
             ThreadKind::Migrate => generated::SYSCALLS_MIGRATE,
         }
     }
@@ -75,6 +80,7 @@ impl ThreadKind {
             ThreadKind::Qmp => (generated::ALLOW_QMP, generated::ERRNO_QMP),
             ThreadKind::Blk => (generated::ALLOW_BLK, generated::ERRNO_BLK),
             ThreadKind::Net => (generated::ALLOW_NET, generated::ERRNO_NET),
+            ThreadKind::Console => (generated::ALLOW_CONSOLE, generated::ERRNO_CONSOLE),
             ThreadKind::Migrate => (generated::ALLOW_MIGRATE, generated::ERRNO_MIGRATE),
         }
     }

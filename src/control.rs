@@ -2,10 +2,13 @@
 
 use crate::migration::Migration;
 use config::{CpuTopology, VmConfig};
-use machine::hotplug::{slot_from_addr, Hotplug, HotplugError};
+use devices::virtio::net::{TapSource, VhostSource};
+use machine::hotplug::{slot_from_addr, BootDevice, DeviceProps, Hotplug, HotplugError};
 use machine::{SlotKind, SlotTable, VmExitReason, VmHandle, VmRunState};
 use qmp::block::{BlockdevAddArguments, DeviceAddArguments, BLOCK_DRIVERS};
+use qmp::net::{NetdevSpec, NetdevTap, NET_DRIVERS};
 use qmp::{CpuInfo, CpuInstanceProperties, HotpluggableCpu, QmpError, RunState, StatusInfo};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -23,7 +26,7 @@ impl VmController {
     pub fn new(
         vm: Arc<VmHandle>,
         cfg: &VmConfig,
-        (slots, boot_ids): (SlotTable, Vec<Option<String>>),
+        (slots, boot_ids): (SlotTable, Vec<Option<BootDevice>>),
     ) -> Result<Self, String> {
         Ok(VmController {
             vm,
@@ -43,6 +46,17 @@ impl VmController {
         }
         Ok(())
     }
+}
+
+fn parse_mac(m: &str) -> Result<[u8; 6], QmpError> {
+    let mac =
+        config::parse_mac(m).map_err(|e| QmpError::generic(format!("Parameter 'mac': {e}")))?;
+    if mac[0] & 1 != 0 || mac == [0; 6] {
+        return Err(QmpError::generic(format!(
+            "Parameter 'mac': {m} is not a unicast address"
+        )));
+    }
+    Ok(mac)
 }
 
 fn qmp_error(e: HotplugError) -> QmpError {
@@ -130,18 +144,82 @@ impl qmp::VmControl for VmController {
 
     fn device_add(&self, args: &DeviceAddArguments) -> Result<(), QmpError> {
         self.not_while_saving("add a device")?;
-        if args.driver == "virtio-net-mmio" || args.driver == "virtio-net-device" {
-            return Err(QmpError::generic("virtio-net is not supported yet"));
+        let driver = args.driver.as_str();
+        let slot = slot_from_addr(args.addr.as_deref(), args.lun);
+        if NET_DRIVERS.contains(&driver) {
+            if args.drive.is_some() || args.lun.is_some() {
+                return Err(QmpError::generic(format!(
+                    "{driver} takes addr and netdev, not drive or lun"
+                )));
+            }
+            let mac = match args.mac.as_deref() {
+                Some(m) => Some(parse_mac(m)?),
+                None => None,
+            };
+            let props = DeviceProps { mac };
+            return self
+                .hotplug
+                .attach(
+                    SlotKind::Nic,
+                    &args.id,
+                    args.netdev.as_deref(),
+                    slot.map_err(qmp_error)?,
+                    &props,
+                )
+                .map_err(qmp_error);
         }
-        if !BLOCK_DRIVERS.contains(&args.driver.as_str()) {
+        if !BLOCK_DRIVERS.contains(&driver) {
             return Err(QmpError::generic(format!(
                 "'{}' is not a valid device model name",
                 args.driver
             )));
         }
-        let slot = slot_from_addr(args.addr.as_deref(), args.lun).map_err(qmp_error)?;
+        if args.netdev.is_some() || args.mac.is_some() {
+            return Err(QmpError::generic(format!(
+                "{driver} takes addr or lun and drive, not netdev or mac"
+            )));
+        }
         self.hotplug
-            .attach(SlotKind::Disk, &args.id, args.drive.as_deref(), slot)
+            .attach(
+                SlotKind::Disk,
+                &args.id,
+                args.drive.as_deref(),
+                slot.map_err(qmp_error)?,
+                &DeviceProps::default(),
+            )
+            .map_err(qmp_error)
+    }
+
+    fn netdev_add(&self, spec: NetdevSpec) -> Result<(), QmpError> {
+        let NetdevSpec {
+            id,
+            tap,
+            vhost,
+            vhost_fd,
+        } = spec;
+        // A passed TAP descriptor becomes the TAP's only on success; it is closed otherwise.
+        let (source, tap_fd): (TapSource, Option<OwnedFd>) = match tap {
+            NetdevTap::Name(n) => (TapSource::Name(n), None),
+            NetdevTap::Fd(f) => (TapSource::Fd(f.as_raw_fd()), Some(f)),
+        };
+        let vhost = match (vhost, vhost_fd) {
+            (false, _) => None,
+            (true, None) => Some(VhostSource::Open),
+            (true, Some(f)) => Some(VhostSource::Fd(f)),
+        };
+        let r = self.hotplug.add_netdev(&id, source, vhost);
+        if r.is_ok() {
+            if let Some(f) = tap_fd {
+                // The TAP owns the descriptor now.
+                let _ = f.into_raw_fd();
+            }
+        }
+        r.map_err(qmp_error)
+    }
+
+    fn netdev_del(&self, id: &str) -> Result<(), QmpError> {
+        self.hotplug
+            .del_backend(SlotKind::Nic, id)
             .map_err(qmp_error)
     }
 

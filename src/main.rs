@@ -98,10 +98,26 @@ fn log_config(cfg: &VmConfig) {
             )
         })
         .collect();
+    let nics: Vec<String> = cfg
+        .nets
+        .iter()
+        .map(|n| {
+            format!(
+                "{}={}{}",
+                n.device_id(),
+                match n.fd {
+                    Some(fd) => format!("fd:{fd}"),
+                    None => n.host_dev_name.clone(),
+                },
+                if n.vhost { ",vhost" } else { "" }
+            )
+        })
+        .collect();
     log::info!(
-        "config: disks [{}], initrd {}, qmp {}, console {}, serial {}, seccomp {}, daemon {}, \
-         pidfile {}, guest memory in core dumps {}, pid {}",
+        "config: disks [{}], NICs [{}], initrd {}, qmp {}, console {}, serial {}, seccomp {}, \
+         daemon {}, pidfile {}, guest memory in core dumps {}, pid {}",
         disks.join(" "),
+        nics.join(" "),
         cfg.boot
             .initrd
             .as_ref()
@@ -149,9 +165,6 @@ fn save_terminal(cfg: &VmConfig) {
 /// Options whose devices or features this build does not have yet: refused, never ignored.
 fn refuse_unsupported(cfg: &VmConfig) -> Result<(), String> {
     let not_yet = |what: &str| Err(format!("{what} is not supported yet"));
-    if !cfg.nets.is_empty() {
-        return not_yet("-netdev (virtio-net)");
-    }
     if cfg.vsock.is_some() {
         return not_yet("-device vhost-vsock-device");
     }
@@ -180,6 +193,11 @@ fn main() {
     if let Err(e) = refuse_unsupported(&cfg) {
         fail(e);
     }
+    // The NICs' TAPs (and vhost devices) first: a bad one is refused before anything exists.
+    let nics = match machine::attach::open_nic_backends(&cfg.nets) {
+        Ok(n) => n,
+        Err(e) => fail(e),
+    };
     if cfg.process.daemonize {
         if let Err(e) = make_paths_absolute(&mut cfg) {
             fail(format!("-daemonize: cannot resolve a relative path: {e}"));
@@ -222,9 +240,10 @@ fn main() {
         None => None,
     };
 
+    let host = machine::attach::HostResources { nics };
     let built = match &cfg.incoming {
-        Some(dir) => Machine::restore(&cfg, start, dir),
-        None => Machine::build(&cfg, start),
+        Some(dir) => Machine::restore(&cfg, start, dir, host),
+        None => Machine::build(&cfg, start, host),
     };
     let mut vm = match built {
         Ok(vm) => vm,

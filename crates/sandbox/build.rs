@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 const POLICY: &str = "seccomp/x86_64.json";
 const MISMATCH_ENV: &str = "SV_SECCOMP_MISMATCH";
 /// The thread kinds the runtime knows (src/seccomp/mod.rs).
-const KINDS: [&str; 6] = ["main", "vcpu", "qmp", "blk", "console", "migrate"];
+const KINDS: [&str; 7] = ["main", "vcpu", "qmp", "blk", "net", "console", "migrate"];
 
 /// `_IOC(dir, type, nr, size)` on x86_64.
 const fn ioc(dir: u64, ty: u64, nr: u64, size: u64) -> u64 {
@@ -28,6 +28,8 @@ const IOC_NONE: u64 = 0;
 const IOC_WRITE: u64 = 1;
 const IOC_READ: u64 = 2;
 const KVMIO: u64 = 0xae;
+const VHOST: u64 = 0xaf;
+const TUNTAP: u64 = b'T' as u64;
 
 /// The named constants the policy may use. Structure sizes are x86_64's; the unit tests check
 /// the ioctl numbers against `kvm-bindings`.
@@ -39,6 +41,33 @@ fn constants() -> BTreeMap<&'static str, u64> {
         ("KVM_GET_REGS", ioc(IOC_READ, KVMIO, 0x81, 144)),
         ("KVM_TRANSLATE", ioc(IOC_READ | IOC_WRITE, KVMIO, 0x85, 24)),
         ("KVM_GET_MP_STATE", ioc(IOC_READ, KVMIO, 0x98, 4)),
+        // TAP devices (linux/if_tun.h): attach by name, ask what a descriptor is, the virtio-net
+        // header length, offloads.
+        ("TUNSETIFF", ioc(IOC_WRITE, TUNTAP, 202, 4)),
+        ("TUNSETOFFLOAD", ioc(IOC_WRITE, TUNTAP, 208, 4)),
+        ("TUNSETSNDBUF", ioc(IOC_WRITE, TUNTAP, 212, 4)),
+        ("TUNGETIFF", ioc(IOC_READ, TUNTAP, 210, 4)),
+        ("TUNSETVNETHDRSZ", ioc(IOC_WRITE, TUNTAP, 216, 4)),
+        // vhost (linux/vhost.h): the common device ioctls and vhost-net's backend. Sizes are
+        // those of u64, vhost_memory (8, its regions follow), vhost_vring_state (8),
+        // vhost_vring_addr (40) and vhost_vring_file (8); the unit tests check them against
+        // the vhost crate.
+        ("VHOST_GET_FEATURES", ioc(IOC_READ, VHOST, 0x00, 8)),
+        ("VHOST_SET_FEATURES", ioc(IOC_WRITE, VHOST, 0x00, 8)),
+        ("VHOST_SET_OWNER", ioc(IOC_NONE, VHOST, 0x01, 0)),
+        ("VHOST_RESET_OWNER", ioc(IOC_NONE, VHOST, 0x02, 0)),
+        ("VHOST_SET_MEM_TABLE", ioc(IOC_WRITE, VHOST, 0x03, 8)),
+        ("VHOST_SET_VRING_NUM", ioc(IOC_WRITE, VHOST, 0x10, 8)),
+        ("VHOST_SET_VRING_ADDR", ioc(IOC_WRITE, VHOST, 0x11, 40)),
+        ("VHOST_SET_VRING_BASE", ioc(IOC_WRITE, VHOST, 0x12, 8)),
+        (
+            "VHOST_GET_VRING_BASE",
+            ioc(IOC_READ | IOC_WRITE, VHOST, 0x12, 8),
+        ),
+        ("VHOST_SET_VRING_KICK", ioc(IOC_WRITE, VHOST, 0x20, 8)),
+        ("VHOST_SET_VRING_CALL", ioc(IOC_WRITE, VHOST, 0x21, 8)),
+        ("VHOST_SET_VRING_ERR", ioc(IOC_WRITE, VHOST, 0x22, 8)),
+        ("VHOST_NET_SET_BACKEND", ioc(IOC_WRITE, VHOST, 0x30, 8)),
         // What a snapshot reads of a parked vCPU (snapshot/vcpu.rs), and of the VM.
         ("KVM_GET_SREGS", ioc(IOC_READ, KVMIO, 0x83, 312)),
         ("KVM_GET_MSRS", ioc(IOC_READ | IOC_WRITE, KVMIO, 0x88, 8)),

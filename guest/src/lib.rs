@@ -13,6 +13,7 @@ pub mod crc32;
 pub mod e820;
 pub mod fixedvec;
 pub mod mptable;
+pub mod netframe;
 pub mod num;
 pub mod pagetable;
 pub mod pattern;

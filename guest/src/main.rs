@@ -11,6 +11,7 @@ mod cpu;
 mod entry;
 mod exceptions;
 mod gdt;
+mod hostile;
 mod idt;
 mod interrupts;
 mod ioapic;
@@ -24,6 +25,8 @@ mod system;
 mod virtio_blk;
 mod virtio_console;
 mod virtio_mmio;
+mod virtio_net;
+mod vq;
 
 use testkernel::bootinfo::CMDLINE_MAX;
 use testkernel::{cmdline, e820};
@@ -96,6 +99,7 @@ extern "C" fn kmain(protocol: u64, info: u64) -> ! {
     apic::start_timer(interrupts::TIMER_VECTOR, apic::TIMER_COUNT_100HZ);
     serial::enable_rx_irq();
     virtio_blk::init(cmdline);
+    virtio_net::init(cmdline);
     virtio_console::init(cmdline);
 
     let usable = e820::usable_bytes(memmap);

@@ -1,13 +1,13 @@
 //! virtio-mmio transports named on the command line: probing their
 //! registers for `info`, acknowledging their interrupts and passing
-//! configuration changes to the virtio-blk driver.
+//! configuration changes to the virtio-blk and virtio-net drivers.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use testkernel::cmdline::{VirtioMmioDev, VirtioScan};
 
-use crate::{phys, virtio_blk};
+use crate::{phys, virtio_blk, virtio_net};
 
 /// "virt" in little endian.
 pub const MAGIC: u32 = 0x7472_6976;
@@ -218,6 +218,7 @@ pub fn on_irq(gsi: u32) {
         if status & INT_CONFIG != 0 {
             CONFIG_IRQS[i].fetch_add(1, Ordering::Relaxed);
             virtio_blk::on_config_change(i);
+            virtio_net::on_config_change(i);
         }
     }
 }

@@ -55,6 +55,33 @@ pub fn negotiate(offered: u64, event_idx: bool) -> Option<u64> {
     (offered & bit(feature::VERSION_1) != 0).then_some(offered & want)
 }
 
+/// virtio-net feature bits the test kernel's driver uses (virtio 1.x 5.1.3).
+pub mod net_feature {
+    /// The device has a MAC address in its configuration space.
+    pub const MAC: u32 = 5;
+    /// Receive buffers may be merged (`num_buffers` in the header).
+    pub const MRG_RXBUF: u32 = 15;
+    /// The configuration space has a link status.
+    pub const STATUS: u32 = 16;
+}
+
+/// Length of the virtio-net header before every frame (`struct virtio_net_hdr_v1`).
+pub const NET_HDR_LEN: usize = 12;
+
+/// The features the virtio-net driver accepts out of `offered`: VERSION_1, MAC, STATUS, and
+/// MRG_RXBUF and RING_EVENT_IDX if asked to. No offloads: its frames are whole and checksummed
+/// by whoever made them. `None` when the device is not modern.
+pub fn negotiate_net(offered: u64, event_idx: bool, mrg_rxbuf: bool) -> Option<u64> {
+    let mut want = bit(feature::VERSION_1) | bit(net_feature::MAC) | bit(net_feature::STATUS);
+    if event_idx {
+        want |= bit(feature::RING_EVENT_IDX);
+    }
+    if mrg_rxbuf {
+        want |= bit(net_feature::MRG_RXBUF);
+    }
+    (offered & bit(feature::VERSION_1) != 0).then_some(offered & want)
+}
+
 /// The features the console driver accepts out of `offered`: `VERSION_1` and, if `event_idx`,
 /// `RING_EVENT_IDX`; never the size, multiport or emergency-write features (port 0 only, on
 /// receiveq 0 and transmitq 1). `None` when the device is not modern.
@@ -276,6 +303,19 @@ mod tests {
         let acked = negotiate(offered, false).unwrap();
         assert_eq!(acked & bit(feature::RING_EVENT_IDX), 0);
         assert_eq!(negotiate(offered & !bit(feature::VERSION_1), true), None);
+    }
+
+    #[test]
+    fn net_negotiation_takes_no_offloads() {
+        let offered = 0x1_3001_bba3u64;
+        let acked = negotiate_net(offered, true, true).unwrap();
+        assert_eq!(
+            acked,
+            (1 << 32) | (1 << 29) | (1 << 5) | (1 << 15) | (1 << 16)
+        );
+        let acked = negotiate_net(offered, false, false).unwrap();
+        assert_eq!(acked, (1 << 32) | (1 << 5) | (1 << 16));
+        assert_eq!(negotiate_net(1 << 5, true, true), None);
     }
 
     #[test]

@@ -5,6 +5,10 @@ Boot: process spawn to the guest's READY line, and VMM resident memory after REA
 guest RAM. QMP: query-status round trips on one connection and with 10 concurrent clients.
 Block I/O: the test kernel's `blk bench` (4 KiB reads and writes at queue depth 1 and 32, O_DIRECT
 and page cache): requests per second and VMM CPU time per request (`--blk-only` runs just that).
+Network: the test kernel's `net bench` on a TAP (in a network namespace the benchmark makes),
+frames of 1514 and 60 bytes guest to host and host to guest: Mbit/s, packets per second and the
+VMM's own CPU per packet (`--net-only` runs just that). vhost-net needs /dev/vhost-net, which
+only the real-Linux suite's L1 has: `make bench-linux` compares it there.
 Console: the test kernel's `con bench` (guest to host, 4 KiB and 64-byte buffers) against QEMU's
 virtconsole on a socket chardev: bytes per second that reach the client, bytes lost, notifications
 per MiB (`--console-only` runs just that).
@@ -30,6 +34,7 @@ KERNEL_ELF = os.path.join(ROOT, "target/guest/testkernel.elf")
 QEMU = "qemu-system-x86_64"
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 from harness import QEMU_KVM_CPU  # noqa: E402  (one CPU model for every QEMU reference run)
+import netns  # noqa: E402  (network namespaces, TAPs, raw frames)
 
 
 def stratovirt_cmd(cpus, mem, qmp=None):
@@ -294,6 +299,23 @@ def io_cpu_seconds(pid):
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def io_cpu_ns(pid):
+    """Like io_cpu_seconds, in nanoseconds from the scheduler's own accounting
+    (/proc/PID/task/TID/schedstat), for per-packet figures below a clock tick."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            if name.startswith("vcpu") or (name.startswith("CPU ") and name.endswith("/KVM")):
+                continue
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
 def blk_run(shell, pid, requests, qd, op):
     """One `blk bench`: (requests/s from host wall time, host CPU us per request, guest irqs,
     CPU us per request of the non-vCPU threads)."""
@@ -356,6 +378,111 @@ def blk_section(requests, reps):
     for direct in (True, False):
         res = bench_blk(requests, reps, direct)
         print_blk(res, direct, requests, reps)
+
+
+# -- network ---------------------------------------------------------------------------------
+# Both VMMs run in one network namespace, each with its own TAP. Guest to host: `net bench tx eth0
+# N LEN` (32 frames per notification); the host counts what arrives on the TAP and times send to
+# OK. Host to guest: the host offers frames as fast as it can (far more than the emulated guest
+# takes; the surplus waits, then overflows the TAP's host queue, before either VMM) while the
+# guest's `net bench rx` counts them, from its first frame to its last (10 ms ticks).
+
+NET_LENGTHS = (1514, 60)
+
+
+def stratovirt_net_cmd(tap):
+    return stratovirt_cmd(1, 128) + ["-netdev", f"tap,id=n0,ifname={tap}",
+                                     "-device", "virtio-net-device,netdev=n0"]
+
+
+def qemu_net_cmd(tap):
+    cmd = qemu_cmd(1, 128)
+    cmd[cmd.index("microvm")] = "microvm,acpi=off"
+    return cmd + ["-global", "virtio-mmio.force-legacy=false",
+                  "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no",
+                  "-device", "virtio-net-device,netdev=n0"]
+
+
+def net_tx_run(shell, pid, peer, frames, length):
+    """Guest to host: (frames/s, Mbit/s, frames the host got, I/O CPU us per frame)."""
+    import threading
+    got = [0]
+    done = threading.Event()
+
+    def count():
+        peer.sock.settimeout(0.5)
+        while not done.is_set() or got[0] < frames:
+            try:
+                peer.sock.recv(2048)
+                got[0] += 1
+            except (socket.timeout, BlockingIOError):
+                if done.is_set():
+                    return
+    t = threading.Thread(target=count, daemon=True)
+    peer.drain()
+    t.start()
+    io0, t0 = io_cpu_ns(pid), time.perf_counter()
+    shell.cmd(f"net bench tx eth0 {frames} {length}")
+    t1, io1 = time.perf_counter(), io_cpu_ns(pid)
+    done.set()
+    t.join(5)
+    rate = got[0] / (t1 - t0)
+    return rate, rate * length * 8 / 1e6, got[0], (io1 - io0) / 1e3 / max(got[0], 1)
+
+
+def net_rx_run(shell, pid, peer, frames, length):
+    """Host to guest: (frames/s, Mbit/s, frames the guest got, I/O CPU us per frame)."""
+    import threading
+    stop = threading.Event()
+    frame = netns.pattern_frame(0, 0, length)
+
+    def offer():
+        while not stop.is_set():
+            for _ in range(64):
+                try:
+                    peer.send(frame)
+                except OSError:
+                    pass
+            time.sleep(0)
+    t = threading.Thread(target=offer, daemon=True)
+    io0 = io_cpu_ns(pid)
+    t.start()
+    try:
+        lines = shell.cmd(f"net bench rx eth0 {frames} 3000")
+    finally:
+        stop.set()
+        t.join(5)
+    io1 = io_cpu_ns(pid)
+    kv = dict(w.split("=", 1) for w in lines[-2].split() if "=" in w)
+    got, ticks = int(kv["frames"]), max(int(kv["ticks"]), 1)
+    rate = got / (ticks / 100)
+    return rate, rate * length * 8 / 1e6, got, (io1 - io0) / 1e3 / max(got, 1)
+
+
+def bench_net(frames, reps):
+    combos = [(way, length) for way in ("tx", "rx") for length in NET_LENGTHS]
+    res = {(vmm, way, length): [] for vmm in ("stratovirt", "qemu") for way, length in combos}
+    with netns.NetNs() as ns:
+        vms = {}
+        try:
+            for vmm, build in (("stratovirt", stratovirt_net_cmd), ("qemu", qemu_net_cmd)):
+                tap = ns.add_tap(f"svb-{vmm[:4]}")
+                peer = ns.packet_socket(tap)
+                peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+                p, _ = boot_until_ready(ns.exec_argv(build(tap)))
+                vms[vmm] = (p, SerialShell(p), peer)
+            for vmm, (p, sh, peer) in vms.items():  # warm-up: the guest's buffers, both ways
+                net_tx_run(sh, p.pid, peer, 200, 1514)
+                net_rx_run(sh, p.pid, peer, 200, 1514)
+            for _ in range(reps):
+                for way, length in combos:
+                    for vmm, (p, sh, peer) in vms.items():
+                        run = net_tx_run if way == "tx" else net_rx_run
+                        res[(vmm, way, length)].append(run(sh, p.pid, peer, frames, length))
+        finally:
+            for p, _, _ in vms.values():
+                stop(p)
+    return res
 
 
 # -- console ---------------------------------------------------------------------------------
@@ -463,6 +590,30 @@ def bench_console(reps):
     return res
 
 
+def print_net(res, frames, reps):
+    print(f"# network: test frames on a TAP (network namespace), {frames} frames x {reps} "
+          "alternating runs, medians; user-space virtio-net on both")
+    print("  tx = guest to host, rx = host to guest; I/O us = CPU of the non-vCPU threads per frame"
+          " (schedstat)")
+    print(f"{'':14s}{'stratovirt':>32s}{'qemu':>32s}   sv/qemu   qemu/sv")
+    print(f"{'':14s}{'pkt/s  Mbit/s  I/O us':>32s}{'pkt/s  Mbit/s  I/O us':>32s}   pkt/s     I/O CPU")
+    for way in ("tx", "rx"):
+        for length in NET_LENGTHS:
+            s = res[("stratovirt", way, length)]
+            q = res[("qemu", way, length)]
+            med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
+            srate, qrate = med(s, 0), med(q, 0)
+            sio, qio = med(s, 3), med(q, 3)
+            io_ratio = f"{qio/sio:8.2f}x" if sio > 0 else "     n/a"
+            print(f"{f'{way} {length:4d} B':14s}{srate:16.0f}{med(s, 1):8.1f}{sio:8.1f}"
+                  f"{qrate:16.0f}{med(q, 1):8.1f}{qio:8.1f}   {srate/qrate:6.2f}x {io_ratio}")
+
+
+def net_section(frames, reps):
+    res = bench_net(frames, reps)
+    print_net(res, frames, reps)
+
+
 def print_console(res, reps):
     print(f"# console: guest to host, `con bench` ({', '.join(f'{n >> 20} MiB in {c}-byte buffers' for c, n in CONSOLE_CASES)}), "
           f"{reps} alternating runs, medians; QEMU: virtio-serial-device + virtconsole on a socket chardev")
@@ -500,6 +651,9 @@ def main():
     ap.add_argument("--blk-requests", type=int, default=4000)
     ap.add_argument("--blk-runs", type=int, default=3)
     ap.add_argument("--blk-only", action="store_true", help="only the block I/O section")
+    ap.add_argument("--net-frames", type=int, default=4000)
+    ap.add_argument("--net-runs", type=int, default=3)
+    ap.add_argument("--net-only", action="store_true", help="only the network section")
     ap.add_argument("--console-runs", type=int, default=5)
     ap.add_argument("--console-only", action="store_true", help="only the console section")
     a = ap.parse_args()
@@ -508,6 +662,9 @@ def main():
             sys.exit(f"missing {f}: run `make build` first")
     if a.blk_only:
         blk_section(a.blk_requests, a.blk_runs)
+        return
+    if a.net_only:
+        net_section(a.net_frames, a.net_runs)
         return
     if a.console_only:
         console_section(a.console_runs)
@@ -536,6 +693,7 @@ def main():
           f"10 clients {s['many_rate']/qq['many_rate']:.2f}x")
 
     blk_section(a.blk_requests, a.blk_runs)
+    net_section(a.net_frames, a.net_runs)
     console_section(a.console_runs)
 
 

@@ -102,7 +102,8 @@ def qemu_microvm_cmd(
 class Vm:
     """A VM process with its serial console on stdin/stdout."""
 
-    def __init__(self, argv: Sequence[str], env: Optional[dict] = None, cwd: Optional[str] = None):
+    def __init__(self, argv: Sequence[str], env: Optional[dict] = None, cwd: Optional[str] = None,
+                 pass_fds: Sequence[int] = ()):
         self.argv = list(argv)
         self.started = time.monotonic()
         self._buf = ""  # all serial output so far (latin-1 decoded)
@@ -117,6 +118,7 @@ class Vm:
             stderr=subprocess.PIPE,
             env=env,
             cwd=cwd,
+            pass_fds=tuple(pass_fds),
         )
         self._stderr = b""
         self._reader = threading.Thread(target=self._read_stdout, daemon=True)

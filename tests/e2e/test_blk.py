@@ -161,7 +161,7 @@ def test_cmdline_disks_are_listed_with_capacity_serial_and_read_only(tmp_path):
                           ("data", data, False, False, None),
                           ("ro", ro, True, False, "serial-of-ro-disk-20")]))
     try:
-        assert m.group(3) == "6"
+        assert m.group(3) == "8", "six disk slots and two NIC slots"
         disks = blk_list(vm)
         assert list(disks) == ["vda", "vdb", "vdc", "vdd", "vde", "vdf"]
         assert disks["vda"]["capacity"] == str(8192) and disks["vda"]["serial"] == "abc"

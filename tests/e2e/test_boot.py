@@ -25,7 +25,7 @@ def test_ready_reports_cpus_and_memory(cpus, mem):
     try:
         assert int(m.group(1)) == cpus
         assert int(m.group(2)) == usable(mem * MIB)
-        assert int(m.group(3)) == 6, "six virtio-blk slots from boot"
+        assert int(m.group(3)) == 8, "six virtio-blk and two virtio-net slots from boot"
         lines = vm.cmd("info")
         assert lines[-1] == "OK"
         assert any("console=ttyS0" in l for l in lines), lines

@@ -236,8 +236,6 @@ def test_qemu_qmp_library_drives_the_vm(vm2):
 
 
 @pytest.mark.parametrize("name,arguments", [
-    ("netdev_add", {"id": "net-0", "ifname": "tap0"}),
-    ("netdev_del", {"id": "net-0"}),
     ("balloon", {"value": 2147483648}),
     ("query-balloon", None),
 ])

@@ -15,6 +15,7 @@ L2's serial console and of the VMM's log (see NestedError).
 
 from __future__ import annotations
 
+import glob
 import itertools
 import json
 import os
@@ -110,6 +111,10 @@ class Payload:
         self._install_binary(sysroot, AGENT, "/usr/bin/sv-linux-agent")
         for dest, src in self.extra_binaries.items():
             self._install_binary(sysroot, src, dest)
+        # The static tools L2 has (tools/*.c) serve L1 too: the other end of a NIC test.
+        for tool in sorted(glob.glob(os.path.join(self.arts["l2"]["root"], "usr", "bin", "*"))):
+            if os.path.isfile(tool) and not os.path.islink(tool):
+                self._install(sysroot, tool, f"/usr/bin/{os.path.basename(tool)}")
         # debugfs reads files out of the L2's ext4 images without mounting them.
         self._install_binary(sysroot, shutil.which("debugfs") or "/sbin/debugfs", "/usr/bin/debugfs")
         qemu = shutil.which("qemu-system-x86_64")

@@ -200,6 +200,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Builder, ConfigError> {
             id: o.req_string("iface_id")?,
             host_dev_name: o.req_string("host_dev_name")?,
             mac,
+            ..Default::default()
         };
         b.nets.push((net, Origin::json(&o.path)));
     }

@@ -76,12 +76,31 @@ pub struct DriveConfig {
     pub serial: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One NIC: a TAP on the host, by name or by an inherited descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NetConfig {
+    /// The netdev id (`-netdev id=`, JSON `iface_id`).
     pub id: String,
-    /// TAP device name on the host.
+    /// The device id (`-device virtio-net-device,id=`) when it differs from the netdev id;
+    /// QMP's `device_del` takes it.
+    pub device_id: Option<String>,
+    /// TAP device name on the host (`ifname=`, `netdev=`, `host_dev_name`); empty when the TAP
+    /// comes as a descriptor.
     pub host_dev_name: String,
+    /// An open TAP queue this process inherited (`fd=N`, `fds=N`).
+    pub fd: Option<i32>,
     pub mac: Option<[u8; 6]>,
+    /// `vhost=on`: the host kernel moves the frames (vhost-net).
+    pub vhost: bool,
+    /// An open `/dev/vhost-net` this process inherited (`vhostfd=N`).
+    pub vhost_fd: Option<i32>,
+}
+
+impl NetConfig {
+    /// The id `device_del` names this NIC by.
+    pub fn device_id(&self) -> &str {
+        self.device_id.as_deref().unwrap_or(&self.id)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

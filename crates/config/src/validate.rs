@@ -274,7 +274,7 @@ fn check_drives(drives: &[DriveConfig], o: &Origins) -> Result<(), ConfigError> 
     Ok(())
 }
 
-fn check_nets(nets: &[NetConfig], o: &Origins) -> Result<(), ConfigError> {
+fn check_nets(nets: &[NetConfig], drives: &[DriveConfig], o: &Origins) -> Result<(), ConfigError> {
     if nets.len() > MAX_NETS {
         return Err(ConfigError::invalid(
             o.net(MAX_NETS).name(),
@@ -282,11 +282,35 @@ fn check_nets(nets: &[NetConfig], o: &Origins) -> Result<(), ConfigError> {
         ));
     }
     let mut seen = HashSet::new();
+    let mut devices = HashSet::new();
+    let mut taps: Vec<(&str, &str)> = Vec::new();
+    let mut fds: Vec<(i32, &str)> = Vec::new();
     for (i, n) in nets.iter().enumerate() {
         let origin = o.net(i);
         non_empty(&n.id, origin.field("iface_id"), "NIC id")?;
         let key = origin.field("host_dev_name");
-        non_empty(&n.host_dev_name, key.clone(), "tap device name")?;
+        match n.fd {
+            None => non_empty(&n.host_dev_name, key.clone(), "tap device name")?,
+            Some(fd) => {
+                // 0, 1 and 2 are the VMM's own standard streams.
+                if fd < 3 {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!("fd={fd} is a standard stream, not a TAP descriptor"),
+                    ));
+                }
+                if let Some((_, first)) = fds.iter().find(|(f, _)| *f == fd) {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!(
+                            "fd={fd} is already the TAP of NIC {} (a TAP serves one NIC)",
+                            quote(first)
+                        ),
+                    ));
+                }
+                fds.push((fd, n.id.as_str()));
+            }
+        }
         if n.host_dev_name.len() > MAX_IFNAME_LEN {
             return Err(ConfigError::invalid(
                 key,
@@ -296,11 +320,59 @@ fn check_nets(nets: &[NetConfig], o: &Origins) -> Result<(), ConfigError> {
                 ),
             ));
         }
+        if !n.host_dev_name.is_empty() {
+            if n.host_dev_name
+                .bytes()
+                .any(|b| b == b'/' || b.is_ascii_whitespace())
+                || n.host_dev_name == "."
+                || n.host_dev_name == ".."
+            {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "tap device name {} is not an interface name",
+                        quote(&n.host_dev_name)
+                    ),
+                ));
+            }
+            if let Some((_, first)) = taps.iter().find(|(t, _)| *t == n.host_dev_name) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "tap device {} is already the TAP of NIC {} (a TAP serves one NIC)",
+                        quote(&n.host_dev_name),
+                        quote(first)
+                    ),
+                ));
+            }
+            taps.push((n.host_dev_name.as_str(), n.id.as_str()));
+        }
         if let Some(mac) = n.mac {
-            if mac[0] & 1 != 0 {
+            let bad = if mac[0] & 1 != 0 {
+                Some("is multicast")
+            } else if mac == [0; 6] {
+                Some("is all zeros")
+            } else {
+                None
+            };
+            if let Some(why) = bad {
                 return Err(ConfigError::invalid(
                     origin.field("mac"),
-                    format!("MAC address {} is multicast", crate::mac::format_mac(&mac)),
+                    format!("MAC address {} {why}", crate::mac::format_mac(&mac)),
+                ));
+            }
+        }
+        if let Some(fd) = n.vhost_fd {
+            if !n.vhost {
+                return Err(ConfigError::invalid(
+                    origin.name(),
+                    "vhostfd= needs vhost=on",
+                ));
+            }
+            if fd < 3 || fds.iter().any(|(f, _)| *f == fd) {
+                return Err(ConfigError::invalid(
+                    origin.name(),
+                    format!("vhostfd={fd} is not a descriptor of its own"),
                 ));
             }
         }
@@ -308,6 +380,16 @@ fn check_nets(nets: &[NetConfig], o: &Origins) -> Result<(), ConfigError> {
             return Err(ConfigError::invalid(
                 origin.field("iface_id"),
                 format!("duplicate NIC id {}", quote(&n.id)),
+            ));
+        }
+        let dev = n.device_id();
+        if !devices.insert(dev) || drives.iter().any(|d| d.id == dev) {
+            return Err(ConfigError::invalid(
+                origin.name(),
+                format!(
+                    "device id {} is already used by another device (ids are unique in a VM)",
+                    quote(dev)
+                ),
             ));
         }
     }
@@ -435,7 +517,7 @@ impl VmConfig {
         check_mem(self.machine.mem_size, &o.mem)?;
         check_boot(&self.boot, o)?;
         check_drives(&self.drives, o)?;
-        check_nets(&self.nets, o)?;
+        check_nets(&self.nets, &self.drives, o)?;
         check_other_devices(self, o, probe)?;
         check_qmp(self, o, probe)?;
         check_process(self, o, probe)?;

@@ -4,15 +4,19 @@
 //! configuration, checks them against what the snapshot recorded and hands the transport its
 //! saved state.
 
-use crate::hotplug::SlotHandle;
-use crate::slots::{SlotKind, SlotTable, DISK_SLOTS};
+use crate::hotplug::{BootDevice, SlotHandle};
+use crate::slots::{SlotKind, SlotTable, DISK_SLOTS, NIC_SLOTS};
 use crate::snapshot::SlotState;
-use config::{ConsoleConfig, DriveConfig};
+use config::{ConsoleConfig, DriveConfig, NetConfig};
 use devices::virtio::block::{Block, BlockBackend, BlockDiskState};
 use devices::virtio::console::{Console, ConsoleSocket};
+use devices::virtio::net::{
+    format_mac, random_mac, Net, NetState, NicBackend, TapSource, VhostSource, VHOST_REQUIRED,
+};
 use devices::virtio::DeviceState;
-use devices::Bus;
+use devices::{Bus, Persist};
 use kvm_ioctls::VmFd;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 use vm_memory::GuestMemoryMmap;
 
@@ -99,7 +103,7 @@ fn check_disk(index: usize, drive: Option<&DriveConfig>, saved: &SlotState) -> R
 
 /// Opens the configured disks and creates the six disk slots. At boot the disks fill the slots
 /// in order, so the first is `vda`; at a restore (`restore` holds the snapshot's slots) each
-/// goes where the snapshot had it. Returns each slot's device id (None for an empty slot).
+/// goes where the snapshot had it. Returns each slot's device (None for an empty slot).
 pub fn attach_disk_slots(
     table: &mut SlotTable,
     vm: &VmFd,
@@ -107,7 +111,7 @@ pub fn attach_disk_slots(
     mmio: &mut Bus,
     drives: &[DriveConfig],
     restore: Option<&[SlotState]>,
-) -> Result<Vec<Option<String>>, String> {
+) -> Result<Vec<Option<BootDevice>>, String> {
     let placement = match restore {
         None => (0..DISK_SLOTS).map(|i| drives.get(i)).collect(),
         Some(saved) => {
@@ -163,7 +167,167 @@ pub fn attach_disk_slots(
             handle,
             saved.map(|s| &s.transport),
         )?;
-        ids.push(drive.map(|d| d.id.clone()));
+        ids.push(drive.map(|d| BootDevice::same(&d.id)));
+    }
+    Ok(ids)
+}
+
+/// What the host gives the VM before it is built, opened early so that a bad one is refused
+/// before anything is created: the NICs' TAPs (and vhost devices), in configuration order.
+#[derive(Default)]
+pub struct HostResources {
+    pub nics: Vec<NicBackend>,
+}
+
+/// Opens every configured NIC's TAP (by name or the inherited descriptor) and, for
+/// `vhost=on`, `/dev/vhost-net` (or the inherited `vhostfd=`). Errors name the NIC.
+pub fn open_nic_backends(nets: &[NetConfig]) -> Result<Vec<NicBackend>, String> {
+    nets.iter()
+        .map(|n| {
+            let err = |e: &dyn std::fmt::Display| format!("NIC {}: {e}", n.id);
+            let tap = match n.fd {
+                Some(fd) => TapSource::Fd(fd),
+                None => TapSource::Name(n.host_dev_name.clone()),
+            };
+            let vhost = match (n.vhost, n.vhost_fd) {
+                (false, _) => None,
+                (true, None) => Some(VhostSource::Open),
+                (true, Some(fd)) => {
+                    // SAFETY: F_GETFD only reads the descriptor's flags.
+                    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                        return Err(err(&format!("vhostfd={fd} is not open")));
+                    }
+                    // SAFETY: the descriptor is open and was handed to this process for this
+                    // NIC (validation keeps it apart from the TAP's and the standard streams).
+                    Some(VhostSource::Fd(unsafe { OwnedFd::from_raw_fd(fd) }))
+                }
+            };
+            NicBackend::open(&tap, vhost, VHOST_REQUIRED).map_err(|e| err(&e))
+        })
+        .collect()
+}
+
+/// The NIC state a snapshot recorded in NIC slot `index` (`saved` holds the NIC slots).
+fn saved_nic(index: usize, saved: &SlotState) -> Result<&NetState, String> {
+    match (&saved.transport.device, saved.kind.as_str()) {
+        (DeviceState::Net(n), "nic") => Ok(n),
+        _ => Err(format!(
+            "slot {} holds a {} device in the snapshot, a NIC in the configuration",
+            DISK_SLOTS + index,
+            saved.kind
+        )),
+    }
+}
+
+/// Which configured NIC goes in which NIC slot at a restore: where the snapshot had a NIC of
+/// the same device id (a hot-plugged one included), so every saved NIC with a TAP must be
+/// configured again; a configured MAC must be the one the guest has.
+fn place_nics_for_restore(
+    nets: &[NetConfig],
+    saved: &[SlotState],
+) -> Result<Vec<Option<usize>>, String> {
+    let mut placement = vec![None; NIC_SLOTS];
+    for (i, n) in nets.iter().enumerate() {
+        let slot = saved
+            .iter()
+            .position(|s| s.id.as_deref() == Some(n.device_id()))
+            .ok_or_else(|| format!("the snapshot has no NIC '{}'", n.device_id()))?;
+        let state = saved_nic(slot, &saved[slot])?;
+        if let Some(mac) = n.mac.filter(|m| *m != state.mac) {
+            return Err(format!(
+                "NIC '{}': the snapshot has MAC {}, the configuration {}",
+                n.device_id(),
+                format_mac(&state.mac),
+                format_mac(&mac)
+            ));
+        }
+        placement[slot] = Some(i);
+    }
+    for (index, s) in saved.iter().enumerate() {
+        let state = saved_nic(index, s)?;
+        if let (None, Some(tap)) = (placement[index], &state.tap) {
+            let id = s.id.as_deref().unwrap_or("");
+            return Err(format!(
+                "the snapshot's NIC '{id}' (TAP {tap}) in eth{index} is not in the configuration: give it again with -netdev tap,id=...,ifname={tap} -device virtio-net-device,netdev=...,id={id}"
+            ));
+        }
+    }
+    Ok(placement)
+}
+
+/// Creates the two NIC slots after the disks. At boot the configured NICs fill them in order,
+/// so the first is `eth0`; at a restore (`restore` holds the snapshot's slots) each goes where
+/// the snapshot had it, with the MAC the guest read. `backends` are the NICs' opened TAPs, in
+/// configuration order. Returns each slot's device (None for an empty slot).
+#[allow(clippy::too_many_arguments)]
+pub fn attach_nic_slots(
+    table: &mut SlotTable,
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    mmio: &mut Bus,
+    nets: &[NetConfig],
+    backends: Vec<NicBackend>,
+    restore: Option<&[SlotState]>,
+) -> Result<Vec<Option<BootDevice>>, String> {
+    let saved = match restore {
+        None => None,
+        Some(s) => Some(s.get(DISK_SLOTS..DISK_SLOTS + NIC_SLOTS).ok_or_else(|| {
+            format!(
+                "the snapshot has {} virtio slots, a VM has at least {}",
+                s.len(),
+                DISK_SLOTS + NIC_SLOTS
+            )
+        })?),
+    };
+    let placement = match saved {
+        None => (0..NIC_SLOTS)
+            .map(|i| (i < nets.len()).then_some(i))
+            .collect(),
+        Some(saved) => place_nics_for_restore(nets, saved)?,
+    };
+    let mut backends: Vec<Option<NicBackend>> = backends.into_iter().map(Some).collect();
+    let mut ids = Vec::new();
+    for (index, configured) in placement.into_iter().enumerate() {
+        let nic = configured.map(|i| &nets[i]);
+        let backend = configured.and_then(|i| backends.get_mut(i).and_then(Option::take));
+        let saved = saved.map(|s| &s[index]);
+        let (net, generated) = match saved {
+            None => {
+                let mac = nic.and_then(|n| n.mac);
+                (
+                    Net::new(index, mac.unwrap_or_else(random_mac), backend),
+                    mac.is_none(),
+                )
+            }
+            Some(s) => (
+                Net::restore((index, backend), saved_nic(index, s)?).map_err(|e| e.to_string())?,
+                false,
+            ),
+        };
+        let h = net.handle();
+        let mac = format_mac(&h.mac());
+        let mac_note = if generated { " (generated)" } else { "" };
+        match (nic, h.tap_name()) {
+            (Some(n), Some(tap)) => log::info!(
+                "NIC {} (TAP {tap}{}) in slot {index} (eth{index}), MAC {mac}{mac_note}",
+                n.device_id(),
+                if h.state().vhost { ", vhost-net" } else { "" },
+            ),
+            _ => log::info!("NIC slot {index} (eth{index}) empty, MAC {mac}{mac_note}"),
+        }
+        table.attach(
+            vm,
+            mem,
+            mmio,
+            SlotKind::Nic,
+            Box::new(net),
+            SlotHandle::Nic(h),
+            saved.map(|s| &s.transport),
+        )?;
+        ids.push(nic.map(|n| BootDevice {
+            device: n.device_id().to_string(),
+            backend: n.id.clone(),
+        }));
     }
     Ok(ids)
 }

@@ -5,8 +5,10 @@
 //! restore:  create_vm  memory file COW  legacy (state)   slots (state)  VM state      vCPUs (state)
 //! ```
 
+use crate::attach::{attach_disk_slots, attach_nic_slots, HostResources};
 use crate::boot::{cpuid, kernel, mptable, params, regs};
 use crate::exit::ExitNotifier;
+use crate::hotplug::BootDevice;
 use crate::layout::*;
 use crate::memory;
 use crate::slots::SlotTable;
@@ -247,7 +249,7 @@ struct Parts {
     legacy: crate::legacy::LegacyDevices,
     panic: Arc<PanicNotifier>,
     slots: SlotTable,
-    slot_ids: Vec<Option<String>>,
+    slot_ids: Vec<Option<BootDevice>>,
 }
 
 fn attach_devices(
@@ -255,6 +257,7 @@ fn attach_devices(
     mem: &GuestMemoryMmap,
     cfg: &VmConfig,
     start: Instant,
+    host: HostResources,
     restore: Option<&MachineState>,
 ) -> Result<Parts, MachineError> {
     let mut pio = Bus::new();
@@ -275,19 +278,17 @@ fn attach_devices(
     .map_err(|e| dev_err("pvpanic", &e))?;
     let mut mmio = Bus::new();
     let mut slots = SlotTable::default();
+    let saved = restore.map(|s| s.slots.as_slice());
     let step_err = |e| match restore {
         Some(_) => MachineError::Snapshot(e),
         None => MachineError::Device(e),
     };
-    let mut slot_ids = crate::attach::attach_disk_slots(
-        &mut slots,
-        vm,
-        mem,
-        &mut mmio,
-        &cfg.drives,
-        restore.map(|s| s.slots.as_slice()),
-    )
-    .map_err(step_err)?;
+    let mut slot_ids =
+        attach_disk_slots(&mut slots, vm, mem, &mut mmio, &cfg.drives, saved).map_err(step_err)?;
+    slot_ids.extend(
+        attach_nic_slots(&mut slots, vm, mem, &mut mmio, &cfg.nets, host.nics, saved)
+            .map_err(step_err)?,
+    );
     // The other devices after the disk and NIC slots.
     if let Some(console) = &cfg.console {
         let saved = match restore {
@@ -301,7 +302,7 @@ fn attach_devices(
         };
         let id = crate::attach::attach_console(&mut slots, vm, mem, &mut mmio, console, saved)
             .map_err(step_err)?;
-        slot_ids.push(Some(id));
+        slot_ids.push(Some(BootDevice::same(&id)));
     }
     if let Some(state) = restore {
         if state.slots.len() != slots.slots().len() {
@@ -387,8 +388,13 @@ fn assemble(
 }
 
 impl Machine {
-    /// Boots: creates the VM, its memory, devices and vCPUs, and loads the kernel.
-    pub fn build(cfg: &VmConfig, start: Instant) -> Result<Machine, MachineError> {
+    /// Boots: creates the VM, its memory, devices (with the NICs' TAPs `host` opened) and vCPUs,
+    /// and loads the kernel.
+    pub fn build(
+        cfg: &VmConfig,
+        start: Instant,
+        host: HostResources,
+    ) -> Result<Machine, MachineError> {
         let kvm = Kvm::new().map_err(MachineError::KvmOpen)?;
         let vm = create_vm(&kvm)?;
         let mem =
@@ -396,15 +402,20 @@ impl Machine {
         // KVM's memory slots cost about 4 ms per GiB here (the kernel allocates their page
         // tracking); the devices' ioeventfds wait on the same lock, so nothing overlaps it.
         register_memory(&vm, &mem, cfg)?;
-        let parts = attach_devices(&vm, &mem, cfg, start, None)?;
+        let parts = attach_devices(&vm, &mem, cfg, start, host, None)?;
         let entry = load_boot(cfg, &mem, &parts.slots)?;
         assemble(kvm, vm, cfg, mem, None, parts, VcpuStart::Boot { entry })
     }
 
     /// Restores the snapshot in `dir` with configuration `cfg` (which must describe the same
     /// machine): guest memory is the snapshot's memory file mapped copy-on-write, nothing is
-    /// read up front, and no kernel is loaded.
-    pub fn restore(cfg: &VmConfig, start: Instant, dir: &Path) -> Result<Machine, MachineError> {
+    /// read up front, and no kernel is loaded. `host` holds the NICs' TAPs, opened again.
+    pub fn restore(
+        cfg: &VmConfig,
+        start: Instant,
+        dir: &Path,
+        host: HostResources,
+    ) -> Result<Machine, MachineError> {
         let snap_err = |e: &dyn std::fmt::Display| MachineError::Snapshot(e.to_string());
         let step =
             |what: &str| log::debug!("restore: {what} at {} us", start.elapsed().as_micros());
@@ -432,7 +443,7 @@ impl Machine {
         register_memory(&vm, &mem, cfg)?;
         step("memory registered");
         state.vm.restore(&vm).map_err(|e| snap_err(&e))?;
-        let parts = attach_devices(&vm, &mem, cfg, start, Some(&state))?;
+        let parts = attach_devices(&vm, &mem, cfg, start, host, Some(&state))?;
         step("devices attached");
         let machine = assemble(
             kvm,

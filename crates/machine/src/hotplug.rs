@@ -6,6 +6,9 @@
 
 use crate::slots::{Slot, SlotKind, SlotTable, DISK_SLOTS, NIC_SLOTS};
 use devices::virtio::block::{BlockBackend, BlockHandle};
+use devices::virtio::net::{
+    identity_of as tap_identity, NetHandle, NicBackend, Tap, TapSource, VhostSource, VHOST_REQUIRED,
+};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
@@ -25,6 +28,7 @@ pub enum HotplugError {
 #[derive(Clone)]
 pub enum SlotHandle {
     Disk(BlockHandle),
+    Nic(NetHandle),
     /// A device that is not hot-pluggable (console, vsock, balloon).
     Fixed,
 }
@@ -32,12 +36,39 @@ pub enum SlotHandle {
 /// A backend opened by `blockdev-add` or `netdev_add`, waiting for its `device_add`.
 pub enum Backend {
     Disk(BlockBackend),
+    Nic(NicBackend),
 }
 
 impl Backend {
     fn kind(&self) -> SlotKind {
         match self {
             Backend::Disk(_) => SlotKind::Disk,
+            Backend::Nic(_) => SlotKind::Nic,
+        }
+    }
+}
+
+/// What `device_add` says about a device besides its id and slot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceProps {
+    /// A NIC's MAC address.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// The ids of a device present from boot: its own and its backend's (a disk's node, a NIC's
+/// netdev), which QMP's `device_del` and `blockdev-del` / `netdev_del` name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootDevice {
+    pub device: String,
+    pub backend: String,
+}
+
+impl BootDevice {
+    /// A device whose backend has the same id (every disk, most NICs).
+    pub fn same(id: &str) -> Self {
+        BootDevice {
+            device: id.to_string(),
+            backend: id.to_string(),
         }
     }
 }
@@ -46,28 +77,45 @@ impl SlotHandle {
     pub fn is_attached(&self) -> bool {
         match self {
             SlotHandle::Disk(h) => h.is_attached(),
+            SlotHandle::Nic(h) => h.is_attached(),
             SlotHandle::Fixed => true,
         }
     }
 
-    /// What the attached backend is, to refuse the same one twice: a disk's image path.
+    /// What the attached backend is, to refuse the same one twice: a disk's image path, a
+    /// NIC's TAP.
     fn identity(&self) -> Option<String> {
         match self {
             SlotHandle::Disk(h) => h.path().map(|p| identity_of(&p)),
+            SlotHandle::Nic(h) => h.tap_name().map(|n| tap_identity(&n)),
             SlotHandle::Fixed => None,
         }
     }
 
-    fn attach(&self, backend: Backend, id: &str) -> Result<(), String> {
+    /// Plugs `backend` in; on failure, says why and gives the backend back if it is whole.
+    fn attach(
+        &self,
+        backend: Backend,
+        id: &str,
+        props: &DeviceProps,
+    ) -> Result<(), (String, Option<Backend>)> {
         match (self, backend) {
-            (SlotHandle::Disk(h), Backend::Disk(b)) => h.attach(b, id).map_err(|e| e.to_string()),
-            (SlotHandle::Fixed, _) => Err("this slot is not hot-pluggable".into()),
+            (SlotHandle::Disk(h), Backend::Disk(b)) => {
+                h.attach(b, id).map_err(|e| (e.to_string(), None))
+            }
+            (SlotHandle::Nic(h), Backend::Nic(b)) => h
+                .attach(b, props.mac)
+                .map_err(|(e, back)| (e.to_string(), back.map(Backend::Nic))),
+            (SlotHandle::Fixed, b) => Err(("this slot is not hot-pluggable".into(), Some(b))),
+            (_, b) => Err(("this backend does not fit this slot".into(), Some(b))),
         }
     }
 
     fn detach(&self) -> Result<(), String> {
         match self {
             SlotHandle::Disk(h) => h.detach().map_err(|e| e.to_string()),
+            // Dropping the backend closes the TAP (and the vhost device).
+            SlotHandle::Nic(h) => h.detach().map(drop).map_err(|e| e.to_string()),
             SlotHandle::Fixed => Err("this device cannot be removed".into()),
         }
     }
@@ -76,7 +124,7 @@ impl SlotHandle {
     pub fn flush(&self) -> Result<(), String> {
         match self {
             SlotHandle::Disk(h) => h.flush().map_err(|e| e.to_string()),
-            SlotHandle::Fixed => Ok(()),
+            SlotHandle::Nic(_) | SlotHandle::Fixed => Ok(()),
         }
     }
 }
@@ -137,6 +185,9 @@ struct State {
     pending: HashMap<String, Pending>,
     /// The device id in each slot, by transport index.
     ids: Vec<Option<String>>,
+    /// The id of the backend in each slot (equal to the device's, but for a NIC given both at
+    /// boot).
+    backend_ids: Vec<Option<String>>,
     /// Backends whose device `device_del` removed: the QEMU-style clean-up (`blockdev-del`,
     /// `netdev_del`) of one succeeds (and forgets it), while the seeds' flow (`device_del`
     /// alone, then the same backend added again) works too. The backend is closed either way.
@@ -145,7 +196,9 @@ struct State {
 
 impl State {
     fn id_in_use(&self, id: &str) -> bool {
-        self.pending.contains_key(id) || self.ids.iter().flatten().any(|i| i == id)
+        self.pending.contains_key(id)
+            || self.ids.iter().flatten().any(|i| i == id)
+            || self.backend_ids.iter().flatten().any(|i| i == id)
     }
 }
 
@@ -156,16 +209,22 @@ pub struct Hotplug {
 }
 
 impl Hotplug {
-    /// `boot_ids[i]` is the id of the device in transport `i` (None for an empty slot).
-    pub fn new(table: SlotTable, boot_ids: &[Option<String>]) -> Self {
+    /// `boot[i]` is the device in transport `i` from boot (None for an empty slot).
+    pub fn new(table: SlotTable, boot: &[Option<BootDevice>]) -> Self {
         let mut ids = vec![None; table.slots().len()];
-        for (slot, id) in ids.iter_mut().zip(boot_ids) {
-            slot.clone_from(id);
+        let mut backend_ids = vec![None; table.slots().len()];
+        for (i, b) in boot.iter().enumerate().take(ids.len()) {
+            ids[i] = b.as_ref().map(|b| b.device.clone());
+            // A fixed device's backend (the console's socket) is not QMP's to remove.
+            if table.slots()[i].kind != SlotKind::Fixed {
+                backend_ids[i] = b.as_ref().map(|b| b.backend.clone());
+            }
         }
         Hotplug {
             table,
             state: Mutex::new(State {
                 ids,
+                backend_ids,
                 ..Default::default()
             }),
         }
@@ -245,6 +304,33 @@ impl Hotplug {
         Ok(())
     }
 
+    /// `netdev_add`: opens the TAP (by name or as a passed descriptor, which is taken over only
+    /// on success) and, for `vhost=on`, the vhost device, and keeps them under `id`.
+    pub fn add_netdev(
+        &self,
+        id: &str,
+        tap: TapSource,
+        vhost: Option<VhostSource>,
+    ) -> Result<(), HotplugError> {
+        let name = match &tap {
+            TapSource::Name(n) => n.clone(),
+            TapSource::Fd(fd) => {
+                Tap::name_of_fd(*fd).map_err(|e| HotplugError::Invalid(e.to_string()))?
+            }
+        };
+        let with_vhost = vhost.is_some();
+        self.add_backend(SlotKind::Nic, id, tap_identity(&name), || {
+            NicBackend::open(&tap, vhost, VHOST_REQUIRED)
+                .map(Backend::Nic)
+                .map_err(|e| e.to_string())
+        })?;
+        log::info!(
+            "netdev_add: {id} = TAP {name}{}",
+            if with_vhost { " (vhost-net)" } else { "" }
+        );
+        Ok(())
+    }
+
     /// Closes a backend of `kind` that was added but never attached (`blockdev-del`,
     /// `netdev_del`).
     pub fn del_backend(&self, kind: SlotKind, id: &str) -> Result<(), HotplugError> {
@@ -259,7 +345,7 @@ impl Hotplug {
             log::info!("{}: {id} (already closed by device_del)", del_cmd(kind));
             return Ok(());
         }
-        if st.ids.iter().flatten().any(|i| i == id) {
+        if st.backend_ids.iter().flatten().any(|i| i == id) {
             return Err(HotplugError::Invalid(format!(
                 "{} '{id}' is attached to a device; device_del it first",
                 if kind == SlotKind::Disk {
@@ -288,6 +374,7 @@ impl Hotplug {
         id: &str,
         backend: Option<&str>,
         kind_index: usize,
+        props: &DeviceProps,
     ) -> Result<(), HotplugError> {
         let w = words(kind);
         if let Some(b) = backend {
@@ -338,10 +425,16 @@ impl Hotplug {
         }
         let node = st.pending.remove(id).expect("checked above");
         let identity = node.identity.clone();
-        if let Err(e) = slot.handle.attach(node.backend, id) {
+        if let Err((e, back)) = slot.handle.attach(node.backend, id, props) {
+            // A refusal changes nothing: a backend that came back waits again.
+            if let Some(backend) = back {
+                st.pending
+                    .insert(id.to_string(), Pending { backend, identity });
+            }
             return Err(HotplugError::Invalid(e));
         }
         st.ids[slot.index] = Some(id.to_string());
+        st.backend_ids[slot.index] = Some(id.to_string());
         log::info!(
             "device_add: {} {id} ({identity}) in slot {kind_index}",
             w.noun
@@ -364,7 +457,10 @@ impl Hotplug {
         }
         slot.handle.detach().map_err(HotplugError::Invalid)?;
         st.ids[index] = None;
-        st.released.insert(id.to_string());
+        let backend = st.backend_ids[index]
+            .take()
+            .unwrap_or_else(|| id.to_string());
+        st.released.insert(backend);
         log::info!(
             "device_del: {} {id} removed from slot {}, its backend closed",
             words(slot.kind).noun,
@@ -435,7 +531,7 @@ mod tests {
                 .collect(),
         );
         std::mem::forget(blocks);
-        let ids: Vec<Option<String>> = boot.iter().map(|s| Some(s.to_string())).collect();
+        let ids: Vec<Option<BootDevice>> = boot.iter().map(|s| Some(BootDevice::same(s))).collect();
         Hotplug::new(table, &ids)
     }
 
@@ -449,7 +545,7 @@ mod tests {
         let img = image("a");
         let img2 = image("b");
         assert!(hp
-            .attach(SlotKind::Disk, "drive-0", None, 1)
+            .attach(SlotKind::Disk, "drive-0", None, 1, &DeviceProps::default())
             .unwrap_err()
             .to_string()
             .contains("blockdev-add"));
@@ -459,23 +555,35 @@ mod tests {
         let e = hp.add_node("other", &img, false, false).unwrap_err();
         assert!(e.to_string().contains("already in use by this VM"), "{e}");
         assert!(
-            hp.attach(SlotKind::Disk, "drive-0", Some("x"), 1).is_err(),
+            hp.attach(
+                SlotKind::Disk,
+                "drive-0",
+                Some("x"),
+                1,
+                &DeviceProps::default()
+            )
+            .is_err(),
             "node-name must equal id"
         );
         assert!(hp
-            .attach(SlotKind::Disk, "drive-0", None, 6)
+            .attach(SlotKind::Disk, "drive-0", None, 6, &DeviceProps::default())
             .unwrap_err()
             .to_string()
             .contains("at most 6"));
-        hp.attach(SlotKind::Disk, "drive-0", None, 1).unwrap();
+        hp.attach(SlotKind::Disk, "drive-0", None, 1, &DeviceProps::default())
+            .unwrap();
         assert!(attached(&hp, 1));
         hp.add_node("drive-1", &img2, false, false).unwrap();
-        let e = hp.attach(SlotKind::Disk, "drive-1", None, 1).unwrap_err();
+        let e = hp
+            .attach(SlotKind::Disk, "drive-1", None, 1, &DeviceProps::default())
+            .unwrap_err();
         assert!(
             e.to_string().contains("already holds disk 'drive-0'"),
             "{e}"
         );
-        let e = hp.attach(SlotKind::Disk, "drive-0", None, 2).unwrap_err();
+        let e = hp
+            .attach(SlotKind::Disk, "drive-0", None, 2, &DeviceProps::default())
+            .unwrap_err();
         assert!(e.to_string().contains("Duplicate ID"), "{e}");
         assert!(
             hp.del_node("drive-0").is_err(),
@@ -489,11 +597,14 @@ mod tests {
         assert_eq!(hp.detach("drive-0"), Ok(Some(SlotKind::Disk)));
         assert!(!attached(&hp, 1));
         assert_eq!(hp.detach("drive-0"), Ok(None));
-        let e = hp.attach(SlotKind::Disk, "drive-0", None, 1).unwrap_err();
+        let e = hp
+            .attach(SlotKind::Disk, "drive-0", None, 1, &DeviceProps::default())
+            .unwrap_err();
         assert!(e.to_string().contains("device_del closed its image"), "{e}");
         // The seeds' flow: the image is free again, the same node can be added again.
         hp.add_node("drive-0", &img, true, false).unwrap();
-        hp.attach(SlotKind::Disk, "drive-0", None, 1).unwrap();
+        hp.attach(SlotKind::Disk, "drive-0", None, 1, &DeviceProps::default())
+            .unwrap();
         // QEMU's flow: device_del, then blockdev-del of the same node succeeds, once.
         assert_eq!(hp.detach("drive-0"), Ok(Some(SlotKind::Disk)));
         hp.del_node("drive-0").unwrap();
@@ -519,5 +630,20 @@ mod tests {
                 .is_err(),
             "boot ids taken"
         );
+    }
+
+    #[test]
+    fn a_fixed_device_keeps_its_id_but_has_no_backend_qmp_can_remove() {
+        let table = SlotTable::for_tests(vec![(SlotKind::Fixed, SlotHandle::Fixed)]);
+        let hp = Hotplug::new(table, &[Some(BootDevice::same("con0"))]);
+        assert!(hp
+            .detach("con0")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot be removed"));
+        let e = hp.del_backend(SlotKind::Nic, "con0").unwrap_err();
+        assert!(matches!(e, HotplugError::NotFound(_)), "{e}");
+        // The id stays taken: no hot-plugged device can use it.
+        assert!(hp.lock().id_in_use("con0"));
     }
 }

@@ -5,6 +5,7 @@ use crate::boot::kernel;
 use crate::cleanup;
 use crate::console_escape::{self, ConsoleEscape, EscapeCommand};
 use crate::exit::{ExitNotifier, VmExitReason};
+use crate::hotplug::BootDevice;
 use crate::layout::*;
 use crate::legacy::LegacyDevices;
 use crate::slots::SlotTable;
@@ -63,7 +64,7 @@ pub struct Machine {
     events: Option<EventEmitter>,
     slots: SlotTable,
     /// The id of each slot's device (None for an empty slot).
-    slot_ids: Vec<Option<String>>,
+    slot_ids: Vec<Option<BootDevice>>,
     snapshot: Arc<SnapshotSource>,
 }
 
@@ -193,7 +194,7 @@ pub(crate) struct MachineParts {
     pub serial_stdio: bool,
     pub exit: Arc<ExitNotifier>,
     pub slots: SlotTable,
-    pub slot_ids: Vec<Option<String>>,
+    pub slot_ids: Vec<Option<BootDevice>>,
     pub snapshot: Arc<SnapshotSource>,
 }
 
@@ -217,7 +218,7 @@ impl Machine {
     }
 
     /// The virtio slots and the ids of their boot devices (for hot-plug).
-    pub fn slots(&self) -> (SlotTable, Vec<Option<String>>) {
+    pub fn slots(&self) -> (SlotTable, Vec<Option<BootDevice>>) {
         (self.slots.clone(), self.slot_ids.clone())
     }
 

@@ -1,5 +1,6 @@
 //! Disk hot-plug commands as StratoVirt documents them: `blockdev-add`, `device_add`,
-//! `device_del` (with the `DEVICE_DELETED` event) and `blockdev-del`. Argument types accept what
+//! `device_del` (with the `DEVICE_DELETED` event) and `blockdev-del`; `device_add` and
+//! `device_del` serve NICs too (`net.rs` has `netdev_add`). Argument types accept what
 //! the seeds show and what Kata Containers sends (`"driver":"raw"`, `"file":{"aio":...}`,
 //! `device_add` with `"drive"` and `"romfile":""`).
 
@@ -73,6 +74,12 @@ pub struct DeviceAddArguments {
     /// The `blockdev-add` node (Kata); must equal `id`.
     #[serde(default)]
     pub drive: Option<String>,
+    /// The `netdev_add` id (QEMU); must equal `id`.
+    #[serde(default)]
+    pub netdev: Option<String>,
+    /// A NIC's MAC address (QEMU).
+    #[serde(default)]
+    pub mac: Option<String>,
     /// Kata passes `""`; accepted and ignored.
     #[serde(default)]
     pub romfile: Option<String>,

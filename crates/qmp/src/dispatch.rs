@@ -6,7 +6,7 @@
 //! runs) and reply serialisation. Add a command by writing the handler and
 //! one `register` line in [`Dispatcher::new`].
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -16,6 +16,7 @@ use serde_json::{json, Map, Value};
 use crate::args::parse_arguments;
 use crate::error::QmpError;
 use crate::events::EventBus;
+use crate::net::ClientFds;
 use crate::protocol::{
     error_response, line_too_long_error, parse_line, return_response, Frame, Request,
 };
@@ -24,10 +25,9 @@ use crate::schema::{
     StatusInfo, VersionInfo,
 };
 
-/// Commands that StratoVirt documents but this build does not have yet (virtio-net, balloon):
-/// they answer "not supported yet" rather than `CommandNotFound`, and are not in
-/// `query-commands`.
-pub const NOT_SUPPORTED_YET: &[&str] = &["netdev_add", "netdev_del", "balloon", "query-balloon"];
+/// Commands that StratoVirt documents but this build does not have yet (balloon): they answer
+/// "not supported yet" rather than `CommandNotFound`, and are not in `query-commands`.
+pub const NOT_SUPPORTED_YET: &[&str] = &["balloon", "query-balloon"];
 
 /// What the machine provides to the QMP commands.
 ///
@@ -65,6 +65,14 @@ pub trait VmControl: Send + Sync {
     fn device_del(&self, _id: &str) -> Result<(), QmpError> {
         Err(QmpError::not_supported("device_del"))
     }
+    /// `netdev_add`: open a NIC backend (a TAP) under an id, for `device_add`.
+    fn netdev_add(&self, _spec: crate::net::NetdevSpec) -> Result<(), QmpError> {
+        Err(QmpError::not_supported("netdev_add"))
+    }
+    /// `netdev_del`: close a NIC backend that is not plugged in.
+    fn netdev_del(&self, _id: &str) -> Result<(), QmpError> {
+        Err(QmpError::not_supported("netdev_del"))
+    }
     /// `migrate`: start writing a snapshot to a `file:` URI (pausing a running VM first).
     fn migrate(&self, _uri: &str) -> Result<crate::migration::MigrateStarted, QmpError> {
         Err(QmpError::not_supported("migrate"))
@@ -83,12 +91,19 @@ pub struct Context<'a> {
     pub events: &'a EventBus,
     commands: &'a [&'static str],
     quit: Cell<bool>,
+    /// The descriptors the client sent and named.
+    fds: &'a RefCell<ClientFds>,
 }
 
 impl Context<'_> {
     /// Ask the server to call [`VmControl::quit`] once the reply is written.
     pub fn request_quit(&self) {
         self.quit.set(true);
+    }
+
+    /// Runs `f` on the client's descriptors.
+    pub fn with_fds<R>(&self, f: impl FnOnce(&mut ClientFds) -> R) -> R {
+        f(&mut self.fds.borrow_mut())
     }
 }
 
@@ -148,6 +163,7 @@ impl Dispatcher {
         d.register("query-version", query_version);
         d.register("query-commands", query_commands);
         crate::block::register(&mut d);
+        crate::net::register(&mut d);
         crate::migration::register(&mut d);
         d
     }
@@ -176,8 +192,13 @@ impl Dispatcher {
         &self.names
     }
 
-    /// Run one parsed request.
+    /// Run one parsed request from a client that has passed no descriptors.
     pub fn dispatch(&self, req: &Request) -> Outcome {
+        self.dispatch_with(req, &RefCell::default())
+    }
+
+    /// Run one parsed request; `fds` are the descriptors its client sent and named.
+    pub fn dispatch_with(&self, req: &Request, fds: &RefCell<ClientFds>) -> Outcome {
         let id = req.id.as_ref();
         let Some(cmd) = self.commands.iter().find(|c| c.name == req.execute) else {
             let e = if NOT_SUPPORTED_YET.contains(&req.execute.as_str()) {
@@ -192,6 +213,7 @@ impl Dispatcher {
             events: &self.events,
             commands: &self.names,
             quit: Cell::new(false),
+            fds,
         };
         log::debug!("QMP command {}", req.execute);
         match (cmd.handler)(&cx, &req.arguments, id) {
@@ -472,7 +494,7 @@ mod tests {
         for name in NOT_SUPPORTED_YET {
             let v = run(
                 &d,
-                &format!(r#"{{"execute":"{name}","arguments":{{"id":"net-0"}}}}"#),
+                &format!(r#"{{"execute":"{name}","arguments":{{"value":1}}}}"#),
             );
             assert_eq!(
                 error_of(&v),

@@ -27,6 +27,7 @@ pub mod dispatch;
 pub mod error;
 pub mod events;
 pub mod migration;
+pub mod net;
 pub mod protocol;
 pub mod schema;
 pub mod server;

@@ -1,8 +1,10 @@
 //! The QMP socket server: one thread, one epoll set over the listening
 //! socket, every client and an eventfd other threads use to wake it.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -15,6 +17,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use crate::dispatch::{Dispatcher, VmControl};
 use crate::events::{ClientOut, EventBus};
+use crate::net::ClientFds;
 use crate::protocol::{error_response, line_too_long_error, parse_line, Frame, Framer, GREETING};
 
 const LISTENER_TOKEN: u64 = 0;
@@ -29,6 +32,57 @@ const READ_CHUNK: usize = 64 * 1024;
 const READS_PER_WAKEUP: usize = 16;
 /// How long to stop accepting after running out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Most descriptors taken from one message (SCM_RIGHTS); more are closed.
+const MAX_FDS_PER_MESSAGE: usize = 8;
+
+/// Reads from `stream` like `read`, also taking the descriptors sent with the bytes
+/// (SCM_RIGHTS), close-on-exec. Descriptors beyond what fits are closed by the kernel.
+fn recv_with_fds(stream: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    const SPACE: usize = MAX_FDS_PER_MESSAGE * std::mem::size_of::<libc::c_int>();
+    // Room for one control message of MAX_FDS_PER_MESSAGE descriptors (CMSG_SPACE), aligned.
+    let mut control = [0u64; (SPACE + std::mem::size_of::<libc::cmsghdr>()).div_ceil(8) + 1];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; zeroed is an empty message header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    // SAFETY: CMSG_SPACE only computes a size.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(SPACE as u32) } as usize;
+    // SAFETY: `msg` points at `iov` (into `buf`) and `control`, all valid for the call.
+    let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled `msg`'s control area; the CMSG macros walk it within
+    // msg_controllen.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: `cmsg` points at a complete header inside the control area.
+        let (level, kind, len) =
+            unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, (*cmsg).cmsg_len) };
+        if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_LEN(0) is the header's size; the data follows it.
+            let header = unsafe { libc::CMSG_LEN(0) } as usize;
+            let count = len.saturating_sub(header) / std::mem::size_of::<libc::c_int>();
+            // SAFETY: CMSG_DATA points at `count` descriptors inside the control area.
+            let data = unsafe { libc::CMSG_DATA(cmsg) } as *const libc::c_int;
+            for i in 0..count {
+                // SAFETY: in bounds (see above); the descriptor is new and now ours.
+                let fd = unsafe { std::ptr::read_unaligned(data.add(i)) };
+                // SAFETY: the kernel installed `fd` in this process for us.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+        // SAFETY: as above; CMSG_NXTHDR returns null after the last header.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    Ok((n as usize, fds))
+}
 
 /// Removes the server's socket file. Clone it into the machine's exit path
 /// (the process leaves through `std::process::exit`, so destructors do not
@@ -181,6 +235,8 @@ struct Conn {
     hung_up: bool,
     /// Events currently registered with epoll.
     interest: EventSet,
+    /// Descriptors the client sent (SCM_RIGHTS) and named (`getfd`).
+    fds: RefCell<ClientFds>,
 }
 
 struct Loop<'a> {
@@ -350,6 +406,7 @@ impl<'a> Loop<'a> {
                 read_closed: false,
                 hung_up: false,
                 interest,
+                fds: RefCell::default(),
             },
         );
         log::debug!("QMP client {token} connected");
@@ -405,12 +462,16 @@ impl<'a> Loop<'a> {
             if pending > OUTPUT_HIGH_WATER && !conn.hung_up {
                 return;
             }
-            match (&*conn.stream).read(&mut buf) {
-                Ok(0) => {
+            match recv_with_fds(&conn.stream, &mut buf) {
+                Ok((0, fds)) => {
+                    drop(fds);
                     conn.read_closed = true;
                     return;
                 }
-                Ok(n) => {
+                Ok((n, fds)) => {
+                    if !fds.is_empty() {
+                        conn.fds.borrow_mut().push_received(fds);
+                    }
                     conn.lines.push(&buf[..n]);
                     self.process(token);
                 }
@@ -474,7 +535,10 @@ impl<'a> Loop<'a> {
             if !negotiation {
                 self.enable_events(token);
             }
-            let outcome = self.dispatcher.dispatch(&req);
+            let outcome = match self.conns.get(&token) {
+                Some(conn) => self.dispatcher.dispatch_with(&req, &conn.fds),
+                None => self.dispatcher.dispatch(&req),
+            };
             self.reply(token, &outcome.response, negotiation);
             if outcome.quit {
                 self.bus.flush();

@@ -9,6 +9,7 @@ mod basic;
 mod blk;
 mod con;
 mod mem;
+mod net;
 mod power;
 
 use crate::{cpu, serial};
@@ -31,6 +32,7 @@ const GROUPS: &[&[Command]] = &[
     basic::COMMANDS,
     mem::COMMANDS,
     blk::COMMANDS,
+    net::COMMANDS,
     con::COMMANDS,
     power::COMMANDS,
 ];

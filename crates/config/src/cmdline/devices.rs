@@ -27,6 +27,8 @@ struct Reference {
     target: String,
     serial: Option<String>,
     mac: Option<[u8; 6]>,
+    /// The device's own id, where it is kept (NICs).
+    id: Option<String>,
     spelling: String,
 }
 
@@ -71,6 +73,33 @@ fn only(s: &mut SubOpts, key: &str, allowed: &[&str]) -> Result<(), ConfigError>
     }
 }
 
+/// A descriptor number (`fd=3`).
+fn fd_number(opt: &str, key: &str, v: &str) -> Result<i32, ConfigError> {
+    v.parse::<i32>()
+        .ok()
+        .filter(|n| *n >= 0 && !v.starts_with('+'))
+        .ok_or_else(|| {
+            ConfigError::invalid(
+                opt,
+                format!("{key}={} is not a descriptor number", v.escape_debug()),
+            )
+        })
+}
+
+/// `fds=N`: one queue, so one descriptor (`fds=3:4` asks for two queues).
+fn one_fd(opt: &str, key: &str, v: &str) -> Result<i32, ConfigError> {
+    if v.contains(':') {
+        return Err(ConfigError::invalid(
+            opt,
+            format!(
+                "{key}={} gives several queues; one is supported (one descriptor)",
+                v.escape_debug()
+            ),
+        ));
+    }
+    fd_number(opt, key, v)
+}
+
 impl Devices {
     /// `-drive id=ID,file=PATH[,readonly=..][,direct=..][,serial=..][,if=none][,format=raw]`
     pub(crate) fn drive(&mut self, opt: &str, value: &str) -> Result<(), ConfigError> {
@@ -96,7 +125,8 @@ impl Devices {
         Ok(())
     }
 
-    /// `-netdev tap,id=ID,ifname=TAP[,mac=..]` or `-netdev id=ID,netdev=TAP[,mac=..]`.
+    /// `-netdev tap,id=ID,ifname=TAP|fd=N|fds=N[,vhost=on|off][,vhostfd=N][,mac=..]` or the
+    /// older `-netdev id=ID,netdev=TAP[,mac=..]`.
     pub(crate) fn netdev(&mut self, opt: &str, value: &str) -> Result<(), ConfigError> {
         let mut s = SubOpts::parse(opt, value, First::Auto);
         if let Some(kind) = s.positional() {
@@ -111,24 +141,59 @@ impl Devices {
             }
         }
         let id = required(&mut s, "id")?;
-        let host_dev_name = match (s.take("ifname")?, s.take("netdev")?) {
-            (Some(n), None) | (None, Some(n)) => n,
+        let ifname = match (s.take("ifname")?, s.take("netdev")?) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::invalid(
                     opt,
                     "give the tap device once (ifname=TAP)",
                 ))
             }
-            (None, None) => return Err(ConfigError::invalid(opt, "missing ifname=TAP")),
+            (a, b) => a.or(b),
+        };
+        let fd = match (s.take("fd")?, s.take("fds")?) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(opt, "give fd= or fds=, not both"))
+            }
+            (Some(v), None) => Some(fd_number(opt, "fd", &v)?),
+            (None, Some(v)) => Some(one_fd(opt, "fds", &v)?),
+            (None, None) => None,
+        };
+        let host_dev_name = match (ifname, fd) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    opt,
+                    "give the TAP once: ifname=TAP or fd=N, not both",
+                ))
+            }
+            (Some(n), None) => n,
+            (None, Some(_)) => String::new(),
+            (None, None) => return Err(ConfigError::invalid(opt, "missing ifname=TAP (or fd=N)")),
+        };
+        let vhost = s.take_bool("vhost")?.unwrap_or(false);
+        let vhost_fd = match (s.take("vhostfd")?, s.take("vhostfds")?) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    opt,
+                    "give vhostfd= or vhostfds=, not both",
+                ))
+            }
+            (Some(v), None) => Some(fd_number(opt, "vhostfd", &v)?),
+            (None, Some(v)) => Some(one_fd(opt, "vhostfds", &v)?),
+            (None, None) => None,
         };
         let mac = mac(&mut s)?;
-        only(&mut s, "script", &["no"])?;
-        only(&mut s, "downscript", &["no"])?;
+        only(&mut s, "script", &["no", ""])?;
+        only(&mut s, "downscript", &["no", ""])?;
+        only(&mut s, "queues", &["1"])?;
         s.finish()?;
         let net = NetConfig {
             id,
             host_dev_name,
+            fd,
             mac,
+            vhost,
+            vhost_fd,
+            ..Default::default()
         };
         self.netdevs.push((net, opt.to_string()));
         Ok(())
@@ -177,17 +242,19 @@ impl Devices {
                 target,
                 serial,
                 mac: None,
+                id: None,
                 spelling,
             });
         } else if NET_DRIVERS.contains(&driver) {
             let target = required(&mut s, "netdev")?;
-            s.take("id")?;
+            let id = s.take("id")?;
             let mac = mac(&mut s)?;
             s.finish()?;
             self.net.push(Reference {
                 target,
                 serial: None,
                 mac,
+                id,
                 spelling,
             });
         } else if driver == CONSOLE_DRIVER {
@@ -207,6 +274,7 @@ impl Devices {
                 target,
                 serial: None,
                 mac: None,
+                id: None,
                 spelling,
             });
         } else if VSOCK_DRIVERS.contains(&driver) {
@@ -271,6 +339,11 @@ impl Devices {
                 &mut claimed,
             )?;
             let net = &mut self.netdevs[i].0;
+            if let Some(id) = &r.id {
+                if *id != net.id {
+                    net.device_id = Some(id.clone());
+                }
+            }
             if let Some(mac) = r.mac {
                 match net.mac {
                     Some(old) if old != mac => {
@@ -445,6 +518,41 @@ mod tests {
     }
 
     #[test]
+    fn netdev_descriptors_and_vhost() {
+        let mut d = Devices::default();
+        // Kata's spelling, then QEMU's with vhost.
+        d.netdev("-netdev", "tap,id=ep0,fds=3").unwrap();
+        d.netdev(
+            "-netdev",
+            "tap,id=net1,ifname=tap1,vhost=on,vhostfd=7,script=no,downscript=no,queues=1",
+        )
+        .unwrap();
+        d.device(
+            "-device",
+            "virtio-net-device,netdev=ep0,id=ep0,mac=0e:90:df:9f:a8:88",
+        )
+        .unwrap();
+        d.device("-device", "virtio-net-mmio,netdev=net1,id=nic1")
+            .unwrap();
+        let b = apply(d).unwrap();
+        let nets: Vec<_> = b.nets.into_iter().map(|(n, _)| n).collect();
+        assert_eq!(nets[0].fd, Some(3));
+        assert_eq!(nets[0].host_dev_name, "");
+        assert!(!nets[0].vhost);
+        assert_eq!(nets[0].device_id, None, "the same id twice is one id");
+        assert_eq!(nets[0].mac, Some([0x0e, 0x90, 0xdf, 0x9f, 0xa8, 0x88]));
+        assert_eq!(nets[1].host_dev_name, "tap1");
+        assert!(nets[1].vhost);
+        assert_eq!(nets[1].vhost_fd, Some(7));
+        assert_eq!(nets[1].device_id.as_deref(), Some("nic1"));
+        assert_eq!(nets[1].device_id(), "nic1");
+        let mut d = Devices::default();
+        d.netdev("-netdev", "tap,id=a,fd=5,vhost=off").unwrap();
+        let nets: Vec<_> = apply(d).unwrap().nets.into_iter().map(|(n, _)| n).collect();
+        assert_eq!((nets[0].fd, nets[0].vhost), (Some(5), false));
+    }
+
+    #[test]
     fn netdev_errors() {
         let mut d = Devices::default();
         let mut err = |v: &str| d.netdev("-netdev", v).unwrap_err().to_string();
@@ -452,7 +560,36 @@ mod tests {
             err("user,id=n"),
             "-netdev: netdev type `user` is not supported (supported: tap)"
         );
-        assert_eq!(err("tap,id=n"), "-netdev: missing ifname=TAP");
+        assert_eq!(err("tap,id=n"), "-netdev: missing ifname=TAP (or fd=N)");
+        assert_eq!(
+            err("tap,id=n,ifname=t,fd=3"),
+            "-netdev: give the TAP once: ifname=TAP or fd=N, not both"
+        );
+        assert_eq!(
+            err("tap,id=n,fd=3,fds=4"),
+            "-netdev: give fd= or fds=, not both"
+        );
+        assert_eq!(
+            err("tap,id=n,fds=3:4"),
+            "-netdev: fds=3:4 gives several queues; one is supported (one descriptor)"
+        );
+        assert_eq!(
+            err("tap,id=n,fd=x"),
+            "-netdev: fd=x is not a descriptor number"
+        );
+        assert_eq!(
+            err("tap,id=n,fd=-1"),
+            "-netdev: fd=-1 is not a descriptor number"
+        );
+        assert!(err("tap,id=n,ifname=t,vhost=maybe").contains("not a boolean"));
+        assert_eq!(
+            err("tap,id=n,ifname=t,queues=2"),
+            "-netdev: queues=2 is not supported (supported: 1)"
+        );
+        assert_eq!(
+            err("tap,id=n,ifname=t,script=/etc/qemu-ifup"),
+            "-netdev: script=/etc/qemu-ifup is not supported (supported: no, )"
+        );
         assert_eq!(err("tap,ifname=t"), "-netdev: missing id=...");
         assert!(err("tap,id=n,ifname=t,mac=zz").contains("bad MAC address `zz`"));
         assert_eq!(

@@ -76,6 +76,7 @@ pub(crate) fn seed_004_vm() -> VmConfig {
             id: "net0".into(),
             host_dev_name: "tap0".into(),
             mac: Some([0x0e, 0x90, 0xdf, 0x9f, 0xa8, 0x88]),
+            ..Default::default()
         }],
         console: Some(ConsoleConfig {
             id: "charconsole0".into(),

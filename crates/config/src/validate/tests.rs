@@ -55,6 +55,7 @@ fn net(i: usize) -> NetConfig {
         id: format!("n{i}"),
         host_dev_name: format!("tap{i}"),
         mac: None,
+        ..Default::default()
     }
 }
 
@@ -190,6 +191,60 @@ fn nic_rules() {
     );
     c.nets[0].mac = Some([0x0e, 0x90, 0xdf, 0x9f, 0xa8, 0x88]);
     assert!(check(&c).is_ok());
+    c.nets[0].mac = Some([0; 6]);
+    assert_eq!(
+        check(&c).unwrap_err(),
+        "-netdev: MAC address 00:00:00:00:00:00 is all zeros"
+    );
+    c.nets[0].mac = None;
+    c.nets[0].host_dev_name = "a/b".into();
+    assert_eq!(
+        check(&c).unwrap_err(),
+        "-netdev: tap device name `a/b` is not an interface name"
+    );
+}
+
+#[test]
+fn a_tap_serves_one_nic_and_ids_are_unique_across_devices() {
+    let mut c = good();
+    c.nets = vec![net(0), net(1)];
+    c.nets[1].host_dev_name = "tap0".into();
+    assert_eq!(
+        check(&c).unwrap_err(),
+        "-netdev: tap device `tap0` is already the TAP of NIC `n0` (a TAP serves one NIC)"
+    );
+    c.nets[0].host_dev_name.clear();
+    c.nets[0].fd = Some(5);
+    c.nets[1].host_dev_name.clear();
+    c.nets[1].fd = Some(5);
+    assert_eq!(
+        check(&c).unwrap_err(),
+        "-netdev: fd=5 is already the TAP of NIC `n0` (a TAP serves one NIC)"
+    );
+    c.nets[1].fd = Some(2);
+    assert_eq!(
+        check(&c).unwrap_err(),
+        "-netdev: fd=2 is a standard stream, not a TAP descriptor"
+    );
+    c.nets[1].fd = Some(6);
+    assert!(check(&c).is_ok());
+    c.nets[1].vhost_fd = Some(9);
+    assert_eq!(check(&c).unwrap_err(), "-netdev: vhostfd= needs vhost=on");
+    c.nets[1].vhost = true;
+    assert!(check(&c).is_ok());
+    c.nets[1].vhost_fd = Some(5);
+    assert_eq!(
+        check(&c).unwrap_err(),
+        "-netdev: vhostfd=5 is not a descriptor of its own"
+    );
+    c.nets[1].vhost_fd = None;
+    c.drives = vec![drive(0)];
+    c.nets[1].device_id = Some(c.drives[0].id.clone());
+    assert!(check(&c)
+        .unwrap_err()
+        .ends_with("is already used by another device (ids are unique in a VM)"));
+    c.nets[1].device_id = Some("n0".into());
+    assert!(check(&c).unwrap_err().contains("device id `n0`"));
 }
 
 #[test]

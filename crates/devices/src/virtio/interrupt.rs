@@ -28,10 +28,17 @@ impl InterruptKind {
 ///
 /// It also carries the device-side half of the status register, DEVICE_NEEDS_RESET, which a
 /// worker thread sets when the driver broke a queue.
+///
+/// A device whose queues a host kernel serves (vhost) has that kernel write the irqfd directly,
+/// with no user-space hop to set the used-buffer bit first. Linux's virtio-mmio interrupt
+/// handler looks at the rings only when it reads that bit, so while such a data path runs
+/// ([`Interrupt::set_kernel_data_path`]) InterruptStatus always reports it: every interrupt then
+/// makes the driver check its used rings, which is what a vhost interrupt means.
 #[derive(Debug)]
 pub struct Interrupt {
     status: AtomicU32,
     needs_reset: AtomicBool,
+    kernel_data_path: AtomicBool,
     irqfd: EventFd,
 }
 
@@ -41,6 +48,7 @@ impl Interrupt {
         Self {
             status: AtomicU32::new(0),
             needs_reset: AtomicBool::new(false),
+            kernel_data_path: AtomicBool::new(false),
             irqfd,
         }
     }
@@ -53,7 +61,18 @@ impl Interrupt {
 
     /// The current InterruptStatus register.
     pub fn status(&self) -> u32 {
-        self.status.load(Ordering::SeqCst)
+        let kernel = if self.kernel_data_path.load(Ordering::SeqCst) {
+            InterruptKind::UsedBuffer.bit()
+        } else {
+            0
+        };
+        self.status.load(Ordering::SeqCst) | kernel
+    }
+
+    /// Whether a host kernel (vhost) writes the irqfd for used buffers: InterruptStatus then
+    /// reports the used-buffer bit on every read (see the type's documentation).
+    pub fn set_kernel_data_path(&self, on: bool) {
+        self.kernel_data_path.store(on, Ordering::SeqCst);
     }
 
     /// InterruptACK: clears the bits the driver acknowledges.
@@ -91,6 +110,7 @@ impl Interrupt {
     pub(crate) fn reset(&self) {
         self.status.store(0, Ordering::SeqCst);
         self.needs_reset.store(false, Ordering::SeqCst);
+        self.kernel_data_path.store(false, Ordering::SeqCst);
     }
 }
 
@@ -126,5 +146,22 @@ mod tests {
         irq.reset();
         assert!(!irq.needs_reset());
         assert_eq!(irq.status(), 0);
+    }
+
+    #[test]
+    fn a_kernel_data_path_always_reports_used_buffers() {
+        let irq = Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        irq.set_kernel_data_path(true);
+        assert_eq!(irq.status(), 1);
+        irq.ack(1);
+        assert_eq!(irq.status(), 1, "acknowledged, and reported again");
+        irq.trigger(InterruptKind::ConfigChange).unwrap();
+        assert_eq!(irq.status(), 3);
+        irq.ack(2);
+        irq.set_kernel_data_path(false);
+        assert_eq!(irq.status(), 0);
+        irq.set_kernel_data_path(true);
+        irq.reset();
+        assert_eq!(irq.status(), 0, "a device reset ends it");
     }
 }

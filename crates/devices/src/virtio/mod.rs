@@ -10,6 +10,8 @@
 //!   implements to plug into the transport.
 //! - [`block`]: virtio-blk on raw image files.
 //! - [`console`]: virtio-console (port 0, the guest's hvc0) on a Unix socket.
+//! - [`net`]: virtio-net on a TAP, in user space or through vhost-net.
+//! - [`vhost`]: the in-kernel vhost data path, shared by vhost-net and vhost-vsock.
 //!
 //! Wiring one block slot into a machine (guest memory `mem`, window at `base`, GSI `irq`):
 //! ```text
@@ -33,8 +35,10 @@ pub mod console;
 mod device;
 mod interrupt;
 mod mmio;
+pub mod net;
 pub mod pause;
 pub mod persist;
+pub mod vhost;
 
 pub use cmdline::mmio_cmdline_entry;
 pub use device::{read_config_bytes, ActivateError, VirtioDevice};

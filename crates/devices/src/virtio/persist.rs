@@ -32,6 +32,7 @@ impl QueuePosition {
 pub enum DeviceState {
     Block(super::block::BlockState),
     Console(super::console::ConsoleState),
+    Net(super::net::NetState),
 }
 
 /// What a device gives a snapshot: its state and, while started, its queues' positions (with

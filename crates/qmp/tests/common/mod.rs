@@ -90,6 +90,23 @@ impl VmControl for MockVm {
             .collect()
     }
 
+    fn netdev_add(&self, spec: qmp::net::NetdevSpec) -> Result<(), QmpError> {
+        use std::os::fd::AsRawFd;
+        let tap = match &spec.tap {
+            qmp::net::NetdevTap::Name(n) => n.clone(),
+            qmp::net::NetdevTap::Fd(f) => {
+                std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            }
+        };
+        self.record(&format!(
+            "netdev_add {} {tap} vhost={}",
+            spec.id, spec.vhost
+        ));
+        Ok(())
+    }
+
     fn quit(&self) {
         self.record("quit");
         if let Some(bus) = self.bus.lock().unwrap().as_ref() {

@@ -281,6 +281,34 @@ fn policy_constants_match_the_kernel_headers() {
         ioc(2, 0x98, size_of::<kvm_mp_state>())
     );
     {
+        use vhost::vhost_kern::vhost_binding::*;
+        for (name, number) in [
+            ("VHOST_GET_FEATURES", VHOST_GET_FEATURES()),
+            ("VHOST_SET_FEATURES", VHOST_SET_FEATURES()),
+            ("VHOST_SET_OWNER", VHOST_SET_OWNER()),
+            ("VHOST_RESET_OWNER", VHOST_RESET_OWNER()),
+            ("VHOST_SET_MEM_TABLE", VHOST_SET_MEM_TABLE()),
+            ("VHOST_SET_VRING_NUM", VHOST_SET_VRING_NUM()),
+            ("VHOST_SET_VRING_ADDR", VHOST_SET_VRING_ADDR()),
+            ("VHOST_SET_VRING_BASE", VHOST_SET_VRING_BASE()),
+            ("VHOST_GET_VRING_BASE", VHOST_GET_VRING_BASE()),
+            ("VHOST_SET_VRING_KICK", VHOST_SET_VRING_KICK()),
+            ("VHOST_SET_VRING_CALL", VHOST_SET_VRING_CALL()),
+            ("VHOST_SET_VRING_ERR", VHOST_SET_VRING_ERR()),
+            ("VHOST_NET_SET_BACKEND", VHOST_NET_SET_BACKEND()),
+        ] {
+            assert_eq!(constant(name), number, "{name}");
+        }
+    }
+    // linux/if_tun.h: _IOW('T', 202, int) and friends.
+    assert_eq!(constant("TUNSETIFF"), 0x4004_54ca);
+    assert_eq!(constant("TUNSETOFFLOAD"), 0x4004_54d0);
+    assert_eq!(constant("TUNGETIFF"), 0x8004_54d2);
+    assert_eq!(constant("TUNSETVNETHDRSZ"), 0x4004_54d8);
+    assert_eq!(constant("TUNSETSNDBUF"), 0x4004_54d4);
+    assert_eq!(constant("F_GETFD"), libc::F_GETFD as u64);
+    assert_eq!(constant("F_SETFD"), libc::F_SETFD as u64);
+    {
         use kvm_bindings::*;
         let reads = [
             ("KVM_GET_SREGS", 2, 0x83, size_of::<kvm_sregs>()),

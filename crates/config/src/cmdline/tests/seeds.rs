@@ -87,6 +87,7 @@ fn seed_004_table_1_rows() {
         id: "iface_id".into(),
         host_dev_name: "tap0".into(),
         mac: Some(MAC),
+        ..Default::default()
     }];
     want.console = Some(ConsoleConfig {
         id: "console_id".into(),
@@ -280,6 +281,7 @@ fn spec_vm() -> VmConfig {
         id: "net0".into(),
         host_dev_name: "tap0".into(),
         mac: Some(MAC),
+        ..Default::default()
     }];
     want.console = Some(ConsoleConfig {
         id: "con0".into(),

@@ -1,7 +1,7 @@
 //! The `-config` JSON file (seed 004, table 2). Keys are exactly the seed's;
 //! any other key, at any level, is refused with its dotted path.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
@@ -31,7 +31,7 @@ const DRIVE: &[&str] = &[
 ];
 const NET: &[&str] = &["iface_id", "host_dev_name", "mac"];
 const CONSOLE: &[&str] = &["console_id", "socket_path"];
-const VSOCK: &[&str] = &["vsock_id", "guest_cid"];
+const VSOCK: &[&str] = &["vsock_id", "guest_cid", "uds_path"];
 const SERIAL: &[&str] = &["stdio"];
 
 /// Reads a file into a string (the real one is `std::fs::read_to_string`).
@@ -215,6 +215,8 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Builder, ConfigError> {
         let vsock = VsockConfig {
             id: o.req_string("vsock_id")?,
             guest_cid: o.u64("guest_cid")?,
+            uds_path: o.string("uds_path")?.map(PathBuf::from),
+            vhost_fd: None,
         };
         b.vsock = Some((vsock, Origin::json(&o.path)));
     }

@@ -30,6 +30,9 @@ pub const MAX_OTHER_DEVICES: usize = 12;
 pub const MAX_OTHER_DEVICES: usize = 2;
 /// Longest unix socket path (`sun_path` is 108 bytes with its NUL).
 pub const MAX_SOCKET_PATH_LEN: usize = 107;
+/// Longest userspace vsock socket path: guest connections to host port P go to
+/// `<path>_P`, which must still fit in `sun_path` with the longest port (`_4294967295`).
+pub const MAX_VSOCK_PATH_LEN: usize = MAX_SOCKET_PATH_LEN - 11;
 /// Longest virtio-blk serial number (`VIRTIO_BLK_ID_BYTES`).
 pub const MAX_DRIVE_SERIAL_LEN: usize = 20;
 /// Longest host network interface name (`IFNAMSIZ` less the NUL).

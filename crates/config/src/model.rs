@@ -113,6 +113,11 @@ pub struct ConsoleConfig {
 pub struct VsockConfig {
     pub id: String,
     pub guest_cid: u64,
+    /// The backend: the host kernel's vhost-vsock (None, the seeds' device) or, with
+    /// `uds-path=`, the userspace device whose host side is this Unix socket.
+    pub uds_path: Option<PathBuf>,
+    /// An open `/dev/vhost-vsock` the process inherited (`vhostfd=`, what Kata passes).
+    pub vhost_fd: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -412,6 +412,43 @@ fn check_other_devices(cfg: &VmConfig, o: &Origins, probe: Probe) -> Result<(), 
                 ),
             ));
         }
+        if let Some(path) = &v.uds_path {
+            let key = o.vsock.field("uds_path");
+            if v.vhost_fd.is_some() {
+                return Err(ConfigError::invalid(
+                    o.vsock.name(),
+                    "vhostfd= is for vhost-vsock; uds-path= selects the userspace backend: give one",
+                ));
+            }
+            let len = path.as_os_str().len();
+            if len > MAX_VSOCK_PATH_LEN {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "vsock socket path is {len} bytes long, the limit is {MAX_VSOCK_PATH_LEN} (guest connections to port P go to <path>_P)"
+                    ),
+                ));
+            }
+            check_new_socket(path, key.clone(), probe)?;
+            if cfg.console.as_ref().is_some_and(|c| &c.socket_path == path) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "socket path {} is also the console socket",
+                        quote(&path.to_string_lossy())
+                    ),
+                ));
+            }
+        }
+        if let Some(fd) = v.vhost_fd {
+            let taken = cfg.nets.iter().any(|n| n.fd == Some(fd) || n.vhost_fd == Some(fd));
+            if fd < 3 || taken {
+                return Err(ConfigError::invalid(
+                    o.vsock.name(),
+                    format!("vhostfd={fd} is not a descriptor of its own"),
+                ));
+            }
+        }
     }
     let others = usize::from(cfg.console.is_some()) + usize::from(cfg.vsock.is_some());
     if others > MAX_OTHER_DEVICES {
@@ -431,6 +468,17 @@ fn check_qmp(cfg: &VmConfig, o: &Origins, probe: Probe) -> Result<(), ConfigErro
     };
     let key = o.qmp.name().to_string();
     check_new_socket(&qmp.path, key.clone(), probe)?;
+    if let Some(v) = cfg.vsock.as_ref().and_then(|v| v.uds_path.as_ref()) {
+        if *v == qmp.path {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "socket path {} is also the vsock socket",
+                    quote(&qmp.path.to_string_lossy())
+                ),
+            ));
+        }
+    }
     if let Some(c) = &cfg.console {
         if c.socket_path == qmp.path {
             return Err(ConfigError::invalid(

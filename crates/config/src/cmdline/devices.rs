@@ -11,6 +11,7 @@ use crate::error::{quote, ConfigError};
 use crate::mac::parse_mac;
 use crate::model::*;
 use crate::origin::Origin;
+use std::path::PathBuf;
 
 /// `id` of a `-device vhost-vsock-device` that names none.
 pub(crate) const DEFAULT_VSOCK_ID: &str = "vsock0";
@@ -284,8 +285,21 @@ impl Devices {
             let guest_cid = s
                 .take_u64("guest-cid")?
                 .ok_or_else(|| ConfigError::invalid(opt, "missing guest-cid=..."))?;
+            let vhost_fd = match s.take("vhostfd")? {
+                Some(v) => Some(fd_number(opt, "vhostfd", &v)?),
+                None => None,
+            };
+            let uds_path = s.take("uds-path")?.map(PathBuf::from);
             s.finish()?;
-            self.vsocks.push((VsockConfig { id, guest_cid }, spelling));
+            self.vsocks.push((
+                VsockConfig {
+                    id,
+                    guest_cid,
+                    uds_path,
+                    vhost_fd,
+                },
+                spelling,
+            ));
         } else if SERIAL_DRIVERS.contains(&driver) {
             // The virtio-serial transport of a virtconsole: nothing to configure.
             s.take("id")?;

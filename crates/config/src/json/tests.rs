@@ -85,6 +85,8 @@ pub(crate) fn seed_004_vm() -> VmConfig {
         vsock: Some(VsockConfig {
             id: "vsock-123321132".into(),
             guest_cid: 4,
+            uds_path: None,
+            vhost_fd: None,
         }),
         serial: Some(SerialConfig { stdio: true }),
         qmp: None,
@@ -420,5 +422,24 @@ fn load_reports_unreadable_files() {
     assert_eq!(
         load("/nope.json", missing).unwrap_err().to_string(),
         "-config /nope.json: cannot read: No such file or directory"
+    );
+}
+
+#[test]
+fn vsock_uds_path_selects_the_userspace_backend() {
+    let cfg = build(&with(
+        r#""vsock": {"vsock_id": "v", "guest_cid": 3, "uds_path": "/run/v.sock"}"#,
+    ))
+    .unwrap();
+    let v = cfg.vsock.unwrap();
+    assert_eq!(v.uds_path.as_deref(), Some(Path::new("/run/v.sock")));
+    assert_eq!(v.vhost_fd, None);
+    assert_eq!(
+        err(&with(r#""vsock": {"vsock_id": "v", "guest_cid": 3, "uds_path": 3}"#)),
+        "vsock.uds_path: expected a string, got number 3"
+    );
+    assert_eq!(
+        err(&with(r#""vsock": {"vsock_id": "v", "guest_cid": 3, "uds_path": ""}"#)),
+        "vsock.uds_path: socket path is empty"
     );
 }

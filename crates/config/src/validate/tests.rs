@@ -259,6 +259,8 @@ fn guest_cid_bounds() {
         c.vsock = Some(VsockConfig {
             id: "v".into(),
             guest_cid: cid,
+            uds_path: None,
+            vhost_fd: None,
         });
         assert_eq!(check(&c).is_ok(), ok, "{cid}");
     }
@@ -274,6 +276,8 @@ fn two_other_devices_are_allowed() {
     c.vsock = Some(VsockConfig {
         id: "v".into(),
         guest_cid: 3,
+        uds_path: None,
+        vhost_fd: None,
     });
     assert!(check(&c).is_ok());
     const { assert!(MAX_OTHER_DEVICES >= 2) };

@@ -141,7 +141,9 @@ fn vsock_spellings() {
             cfg.vsock,
             Some(VsockConfig {
                 id: "vsock_id".into(),
-                guest_cid: 3
+                guest_cid: 3,
+                uds_path: None,
+                vhost_fd: None,
             })
         );
     }
@@ -160,6 +162,62 @@ fn vsock_spellings() {
         err_k(&["-device", "vsock,id=v,guest-cid=4294967296"]),
         "-device: guest-cid 4294967296 is out of range 3..=4294967294"
     );
+}
+
+#[test]
+fn vsock_backends() {
+    // Kata's form: an inherited /dev/vhost-vsock.
+    let cfg = run_k(&["-device", "vhost-vsock-device,id=vsock-id,guest-cid=5,vhostfd=7"]);
+    assert_eq!(cfg.vsock.as_ref().unwrap().vhost_fd, Some(7));
+    assert_eq!(cfg.vsock.unwrap().uds_path, None);
+    for dev in [
+        "vhost-vsock-device,id=v,guest-cid=3,uds-path=/run/v.sock",
+        "vsock,id=v,guest-cid=3,uds-path=/run/v.sock",
+    ] {
+        let v = run_k(&["-device", dev]).vsock.unwrap();
+        assert_eq!(v.uds_path.as_deref(), Some(std::path::Path::new("/run/v.sock")));
+        assert_eq!(v.vhost_fd, None);
+    }
+    assert_eq!(
+        err_k(&["-device", "vsock,id=v,guest-cid=3,uds-path=/v.sock,vhostfd=7"]),
+        "-device: vhostfd= is for vhost-vsock; uds-path= selects the userspace backend: give one"
+    );
+    assert_eq!(
+        err_k(&["-device", "vsock,id=v,guest-cid=3,vhostfd=2"]),
+        "-device: vhostfd=2 is not a descriptor of its own"
+    );
+    assert_eq!(
+        err_k(&["-device", "vsock,id=v,guest-cid=3,vhostfd=x"]),
+        "-device: vhostfd=x is not a descriptor number"
+    );
+    assert_eq!(
+        err_k(&["-device", "vsock,id=v,guest-cid=3,uds-path="]),
+        "-device: socket path is empty"
+    );
+    let long = format!("vsock,id=v,guest-cid=3,uds-path=/{}", "a".repeat(96));
+    assert_eq!(
+        err_k(&["-device", &long]),
+        "-device: vsock socket path is 97 bytes long, the limit is 96 (guest connections to port P go to <path>_P)"
+    );
+    assert_eq!(
+        err_k(&[
+            "-device",
+            "vsock,id=v,guest-cid=3,uds-path=/s.sock",
+            "-qmp",
+            "unix:/s.sock,server,nowait"
+        ]),
+        "-qmp: socket path `/s.sock` is also the vsock socket"
+    );
+    assert_eq!(
+        err_k(&[
+            "-device",
+            "vsock,id=v,guest-cid=3,uds-path=/s.sock",
+            "-chardev",
+            "id=c,path=/s.sock"
+        ]),
+        "-device: socket path `/s.sock` is also the console socket"
+    );
+    assert!(err_k(&["-device", "vsock,id=v,guest-cid=3,bogus=1"]).starts_with("-device: "));
 }
 
 #[test]

@@ -96,6 +96,8 @@ fn seed_004_table_1_rows() {
     want.vsock = Some(VsockConfig {
         id: "vsock_id".into(),
         guest_cid: 3,
+        uds_path: None,
+        vhost_fd: None,
     });
     want.qmp = Some(QmpSocketConfig {
         path: "/path/to/api.socket".into(),
@@ -290,6 +292,8 @@ fn spec_vm() -> VmConfig {
     want.vsock = Some(VsockConfig {
         id: "vsock0".into(),
         guest_cid: 3,
+        uds_path: None,
+        vhost_fd: None,
     });
     want.qmp = Some(QmpSocketConfig {
         path: "/tmp/vm.sock".into(),

@@ -18,7 +18,9 @@ use std::fmt::Write as _;
 const POLICY: &str = "seccomp/x86_64.json";
 const MISMATCH_ENV: &str = "SV_SECCOMP_MISMATCH";
 /// The thread kinds the runtime knows (src/seccomp/mod.rs).
-const KINDS: [&str; 7] = ["main", "vcpu", "qmp", "blk", "net", "console", "migrate"];
+const KINDS: [&str; 8] = [
+    "main", "vcpu", "qmp", "blk", "net", "console", "vsock", "migrate",
+];
 
 /// `_IOC(dir, type, nr, size)` on x86_64.
 const fn ioc(dir: u64, ty: u64, nr: u64, size: u64) -> u64 {
@@ -68,6 +70,9 @@ fn constants() -> BTreeMap<&'static str, u64> {
         ("VHOST_SET_VRING_CALL", ioc(IOC_WRITE, VHOST, 0x21, 8)),
         ("VHOST_SET_VRING_ERR", ioc(IOC_WRITE, VHOST, 0x22, 8)),
         ("VHOST_NET_SET_BACKEND", ioc(IOC_WRITE, VHOST, 0x30, 8)),
+        // vhost-vsock's own: the guest CID (u64), starting and stopping (int).
+        ("VHOST_VSOCK_SET_GUEST_CID", ioc(IOC_WRITE, VHOST, 0x60, 8)),
+        ("VHOST_VSOCK_SET_RUNNING", ioc(IOC_WRITE, VHOST, 0x61, 4)),
         // What a snapshot reads of a parked vCPU (snapshot/vcpu.rs), and of the VM.
         ("KVM_GET_SREGS", ioc(IOC_READ, KVMIO, 0x83, 312)),
         ("KVM_GET_MSRS", ioc(IOC_READ | IOC_WRITE, KVMIO, 0x88, 8)),
@@ -135,6 +140,10 @@ fn constants() -> BTreeMap<&'static str, u64> {
         // send flags.
         ("MSG_DONTWAIT", 0x40),
         ("MSG_NOSIGNAL", 0x4000),
+        // Sockets: the family and type a vsock stream is opened with, its shutdown.
+        ("AF_UNIX", 1),
+        ("SOCK_STREAM", 1),
+        ("SHUT_WR", 1),
         // accept4 flags.
         ("SOCK_NONBLOCK", 0o4000),
         ("SOCK_CLOEXEC", 0o2000000),

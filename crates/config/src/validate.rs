@@ -441,7 +441,10 @@ fn check_other_devices(cfg: &VmConfig, o: &Origins, probe: Probe) -> Result<(), 
             }
         }
         if let Some(fd) = v.vhost_fd {
-            let taken = cfg.nets.iter().any(|n| n.fd == Some(fd) || n.vhost_fd == Some(fd));
+            let taken = cfg
+                .nets
+                .iter()
+                .any(|n| n.fd == Some(fd) || n.vhost_fd == Some(fd));
             if fd < 3 || taken {
                 return Err(ConfigError::invalid(
                     o.vsock.name(),

@@ -435,11 +435,15 @@ fn vsock_uds_path_selects_the_userspace_backend() {
     assert_eq!(v.uds_path.as_deref(), Some(Path::new("/run/v.sock")));
     assert_eq!(v.vhost_fd, None);
     assert_eq!(
-        err(&with(r#""vsock": {"vsock_id": "v", "guest_cid": 3, "uds_path": 3}"#)),
+        err(&with(
+            r#""vsock": {"vsock_id": "v", "guest_cid": 3, "uds_path": 3}"#
+        )),
         "vsock.uds_path: expected a string, got number 3"
     );
     assert_eq!(
-        err(&with(r#""vsock": {"vsock_id": "v", "guest_cid": 3, "uds_path": ""}"#)),
+        err(&with(
+            r#""vsock": {"vsock_id": "v", "guest_cid": 3, "uds_path": ""}"#
+        )),
         "vsock.uds_path: socket path is empty"
     );
 }

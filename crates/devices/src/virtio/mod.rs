@@ -12,6 +12,7 @@
 //! - [`console`]: virtio-console (port 0, the guest's hvc0) on a Unix socket.
 //! - [`net`]: virtio-net on a TAP, in user space or through vhost-net.
 //! - [`vhost`]: the in-kernel vhost data path, shared by vhost-net and vhost-vsock.
+//! - [`vsock`]: virtio-vsock, through vhost-vsock or in user space over Unix sockets.
 //!
 //! Wiring one block slot into a machine (guest memory `mem`, window at `base`, GSI `irq`):
 //! ```text
@@ -39,6 +40,7 @@ pub mod net;
 pub mod pause;
 pub mod persist;
 pub mod vhost;
+pub mod vsock;
 
 pub use cmdline::mmio_cmdline_entry;
 pub use device::{read_config_bytes, ActivateError, VirtioDevice};

@@ -33,6 +33,7 @@ pub enum DeviceState {
     Block(super::block::BlockState),
     Console(super::console::ConsoleState),
     Net(super::net::NetState),
+    Vsock(super::vsock::VsockState),
 }
 
 /// What a device gives a snapshot: its state and, while started, its queues' positions (with

@@ -31,18 +31,21 @@ pub enum ThreadKind {
     Net,
     /// `console`: the virtio-console's socket and queues.
     Console,
+    /// `vsock`: the virtio-vsock's connections and queues (or its vhost-vsock supervision).
+    Vsock,
     /// `migrate`: writing a snapshot (QMP `migrate`) while QMP keeps answering.
     Migrate,
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 7] = [
+    pub const ALL: [ThreadKind; 8] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::Qmp,
         ThreadKind::Blk,
         ThreadKind::Net,
         ThreadKind::Console,
+        ThreadKind::Vsock,
         ThreadKind::Migrate,
     ];
 
@@ -55,6 +58,7 @@ impl ThreadKind {
             ThreadKind::Blk => "blk",
             ThreadKind::Net => "net",
             ThreadKind::Console => "console",
+            ThreadKind::Vsock => "vsock",
             ThreadKind::Migrate => "migrate",
         }
     }
@@ -68,6 +72,7 @@ impl ThreadKind {
             ThreadKind::Blk => generated::SYSCALLS_BLK,
             ThreadKind::Net => generated::SYSCALLS_NET,
             ThreadKind::Console => generated::SYSCALLS_CONSOLE,
+            ThreadKind::Vsock => generated::SYSCALLS_VSOCK,
             ThreadKind::Migrate => generated::SYSCALLS_MIGRATE,
         }
     }
@@ -81,6 +86,7 @@ impl ThreadKind {
             ThreadKind::Blk => (generated::ALLOW_BLK, generated::ERRNO_BLK),
             ThreadKind::Net => (generated::ALLOW_NET, generated::ERRNO_NET),
             ThreadKind::Console => (generated::ALLOW_CONSOLE, generated::ERRNO_CONSOLE),
+            ThreadKind::Vsock => (generated::ALLOW_VSOCK, generated::ERRNO_VSOCK),
             ThreadKind::Migrate => (generated::ALLOW_MIGRATE, generated::ERRNO_MIGRATE),
         }
     }

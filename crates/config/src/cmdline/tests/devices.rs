@@ -167,7 +167,10 @@ fn vsock_spellings() {
 #[test]
 fn vsock_backends() {
     // Kata's form: an inherited /dev/vhost-vsock.
-    let cfg = run_k(&["-device", "vhost-vsock-device,id=vsock-id,guest-cid=5,vhostfd=7"]);
+    let cfg = run_k(&[
+        "-device",
+        "vhost-vsock-device,id=vsock-id,guest-cid=5,vhostfd=7",
+    ]);
     assert_eq!(cfg.vsock.as_ref().unwrap().vhost_fd, Some(7));
     assert_eq!(cfg.vsock.unwrap().uds_path, None);
     for dev in [
@@ -175,11 +178,17 @@ fn vsock_backends() {
         "vsock,id=v,guest-cid=3,uds-path=/run/v.sock",
     ] {
         let v = run_k(&["-device", dev]).vsock.unwrap();
-        assert_eq!(v.uds_path.as_deref(), Some(std::path::Path::new("/run/v.sock")));
+        assert_eq!(
+            v.uds_path.as_deref(),
+            Some(std::path::Path::new("/run/v.sock"))
+        );
         assert_eq!(v.vhost_fd, None);
     }
     assert_eq!(
-        err_k(&["-device", "vsock,id=v,guest-cid=3,uds-path=/v.sock,vhostfd=7"]),
+        err_k(&[
+            "-device",
+            "vsock,id=v,guest-cid=3,uds-path=/v.sock,vhostfd=7"
+        ]),
         "-device: vhostfd= is for vhost-vsock; uds-path= selects the userspace backend: give one"
     );
     assert_eq!(

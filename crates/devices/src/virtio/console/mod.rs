@@ -22,11 +22,11 @@
 
 mod backend;
 mod buffer;
-mod chains;
+pub(crate) mod chains;
 mod config;
 mod persist;
 #[cfg(test)]
-mod test_utils;
+pub(crate) mod test_utils;
 mod worker;
 
 pub use backend::{ConsoleSocket, GRACE};

@@ -47,6 +47,9 @@ fn make_paths_absolute(cfg: &mut VmConfig) -> std::io::Result<()> {
     if let Some(c) = cfg.console.as_mut() {
         abs(&mut c.socket_path)?;
     }
+    if let Some(p) = cfg.vsock.as_mut().and_then(|v| v.uds_path.as_mut()) {
+        abs(p)?;
+    }
     if let Some(p) = cfg.process.pidfile.as_mut() {
         abs(p)?;
     }
@@ -162,15 +165,6 @@ fn save_terminal(cfg: &VmConfig) {
     }
 }
 
-/// Options whose devices or features this build does not have yet: refused, never ignored.
-fn refuse_unsupported(cfg: &VmConfig) -> Result<(), String> {
-    let not_yet = |what: &str| Err(format!("{what} is not supported yet"));
-    if cfg.vsock.is_some() {
-        return not_yet("-device vhost-vsock-device");
-    }
-    Ok(())
-}
-
 fn main() {
     let start = Instant::now();
     machine::signals::block_exit_signals();
@@ -190,12 +184,13 @@ fn main() {
     if let Err(e) = sandbox::logger::init(log_file.as_deref(), log_requested) {
         fail(e);
     }
-    if let Err(e) = refuse_unsupported(&cfg) {
-        fail(e);
-    }
     // The NICs' TAPs (and vhost devices) first: a bad one is refused before anything exists.
     let nics = match machine::attach::open_nic_backends(&cfg.nets) {
         Ok(n) => n,
+        Err(e) => fail(e),
+    };
+    let vhost_vsock = match machine::attach::open_vhost_vsock(cfg.vsock.as_ref()) {
+        Ok(v) => v,
         Err(e) => fail(e),
     };
     if cfg.process.daemonize {
@@ -240,7 +235,7 @@ fn main() {
         None => None,
     };
 
-    let host = machine::attach::HostResources { nics };
+    let host = machine::attach::HostResources { nics, vhost_vsock };
     let built = match &cfg.incoming {
         Some(dir) => Machine::restore(&cfg, start, dir, host),
         None => Machine::build(&cfg, start, host),

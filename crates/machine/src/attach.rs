@@ -7,12 +7,13 @@
 use crate::hotplug::{BootDevice, SlotHandle};
 use crate::slots::{SlotKind, SlotTable, DISK_SLOTS, NIC_SLOTS};
 use crate::snapshot::SlotState;
-use config::{ConsoleConfig, DriveConfig, NetConfig};
+use config::{ConsoleConfig, DriveConfig, NetConfig, VsockConfig};
 use devices::virtio::block::{Block, BlockBackend, BlockDiskState};
 use devices::virtio::console::{Console, ConsoleSocket};
 use devices::virtio::net::{
     format_mac, random_mac, Net, NetState, NicBackend, TapSource, VhostSource, VHOST_REQUIRED,
 };
+use devices::virtio::vsock::{Backend, VhostVsock, VhostVsockSource, Vsock, VsockSocket};
 use devices::virtio::DeviceState;
 use devices::{Bus, Persist};
 use kvm_ioctls::VmFd;
@@ -177,6 +178,32 @@ pub fn attach_disk_slots(
 #[derive(Default)]
 pub struct HostResources {
     pub nics: Vec<NicBackend>,
+    /// The vhost-vsock device, with the guest's CID claimed (None for the userspace backend).
+    pub vhost_vsock: Option<VhostVsock>,
+}
+
+/// Opens `/dev/vhost-vsock` (or the inherited `vhostfd=`) for a vsock without `uds-path=` and
+/// claims its CID, so that a host without the module, or a CID another VM holds, is refused
+/// before anything is created.
+pub fn open_vhost_vsock(vsock: Option<&VsockConfig>) -> Result<Option<VhostVsock>, String> {
+    let Some(v) = vsock.filter(|v| v.uds_path.is_none()) else {
+        return Ok(None);
+    };
+    let src = match v.vhost_fd {
+        None => VhostVsockSource::Open,
+        Some(fd) => {
+            // SAFETY: F_GETFD only reads the descriptor's flags.
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                return Err(format!("vsock {}: vhostfd={fd} is not open", v.id));
+            }
+            // SAFETY: the descriptor is open and was handed to this process for this device
+            // (validation keeps it apart from the NICs' and the standard streams).
+            VhostVsockSource::Fd(unsafe { OwnedFd::from_raw_fd(fd) })
+        }
+    };
+    VhostVsock::open(src, v.guest_cid)
+        .map(Some)
+        .map_err(|e| format!("vsock {}: {e}", v.id))
 }
 
 /// Opens every configured NIC's TAP (by name or the inherited descriptor) and, for
@@ -381,4 +408,67 @@ pub fn attach_console(
         slot.index
     );
     Ok(console.id.clone())
+}
+
+/// Puts the virtio-vsock in the next slot: on vhost-vsock (`vhost`, opened before anything was
+/// created) or, with `uds-path=`, on a new Unix socket (mode 0600; removed on every exit path
+/// from here on) that its `vsock` thread serves from now on, so host programs may connect
+/// before the guest starts. At a restore (`restore` is the snapshot's slot) the transport gets
+/// its saved state and the guest a transport reset: the connections of the saved VM are gone.
+/// Returns the device id.
+#[allow(clippy::too_many_arguments)]
+pub fn attach_vsock(
+    table: &mut SlotTable,
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    mmio: &mut Bus,
+    vsock: &VsockConfig,
+    vhost: Option<VhostVsock>,
+    restore: Option<&SlotState>,
+) -> Result<String, String> {
+    let index = table.slots().len();
+    let saved = match restore.map(|s| (s, &s.transport.device)) {
+        None => None,
+        Some((s, DeviceState::Vsock(v))) if s.kind == "fixed" => Some((s, v)),
+        Some((s, _)) => {
+            return Err(format!(
+                "slot {index} holds a {} device of type {} in the snapshot, the vsock in the configuration",
+                s.kind, s.transport.device_type
+            ))
+        }
+    };
+    let (backend, what) = match (&vsock.uds_path, vhost) {
+        (Some(path), _) => {
+            let socket = VsockSocket::bind(path).map_err(|e| e.to_string())?;
+            let file = socket.file();
+            sandbox::last_resort::unlink_on_abort(file.path());
+            crate::cleanup::on_exit(move || file.remove());
+            (Backend::Unix(socket), format!("socket {}", path.display()))
+        }
+        (None, Some(dev)) => (Backend::Vhost(dev), "vhost-vsock".to_string()),
+        (None, None) => return Err(format!("vsock {}: vhost-vsock was not opened", vsock.id)),
+    };
+    let device = match saved {
+        None => Vsock::new(vsock.guest_cid, backend)
+            .map_err(|e| format!("cannot start the vsock thread: {e}"))?,
+        Some((_, state)) => {
+            Vsock::restore((vsock.guest_cid, backend), state).map_err(|e| e.to_string())?
+        }
+    };
+    let slot = table.attach(
+        vm,
+        mem,
+        mmio,
+        SlotKind::Fixed,
+        Box::new(device),
+        SlotHandle::Fixed,
+        saved.map(|(s, _)| &s.transport),
+    )?;
+    log::info!(
+        "vsock {} (guest CID {}) on {what} in slot {}",
+        vsock.id,
+        vsock.guest_cid,
+        slot.index
+    );
+    Ok(vsock.id.clone())
 }

@@ -304,6 +304,28 @@ fn attach_devices(
             .map_err(step_err)?;
         slot_ids.push(Some(BootDevice::same(&id)));
     }
+    if let Some(vsock) = &cfg.vsock {
+        let saved = match restore {
+            Some(state) => Some(state.slots.get(slots.slots().len()).ok_or_else(|| {
+                MachineError::Snapshot(format!(
+                    "the snapshot has {} virtio devices and no vsock",
+                    state.slots.len()
+                ))
+            })?),
+            None => None,
+        };
+        let id = crate::attach::attach_vsock(
+            &mut slots,
+            vm,
+            mem,
+            &mut mmio,
+            vsock,
+            host.vhost_vsock,
+            saved,
+        )
+        .map_err(step_err)?;
+        slot_ids.push(Some(BootDevice::same(&id)));
+    }
     if let Some(state) = restore {
         if state.slots.len() != slots.slots().len() {
             return Err(MachineError::Snapshot(format!(

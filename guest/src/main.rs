@@ -26,6 +26,7 @@ mod virtio_blk;
 mod virtio_console;
 mod virtio_mmio;
 mod virtio_net;
+mod virtio_vsock;
 mod vq;
 
 use testkernel::bootinfo::CMDLINE_MAX;
@@ -101,6 +102,7 @@ extern "C" fn kmain(protocol: u64, info: u64) -> ! {
     virtio_blk::init(cmdline);
     virtio_net::init(cmdline);
     virtio_console::init(cmdline);
+    virtio_vsock::init();
 
     let usable = e820::usable_bytes(memmap);
     let virtio = virtio_mmio::devices().len() as u64;

@@ -662,7 +662,7 @@ pub fn write_pattern(len: u64, seed: u64, chunk: u32) -> Result<(), IoError> {
 }
 
 /// The stream pattern's bytes at `off..off + buf.len()`.
-fn fill_pattern(buf: &mut [u8], off: u64, seed: u64) {
+pub(crate) fn fill_pattern(buf: &mut [u8], off: u64, seed: u64) {
     let mut words = [0u64; pattern::SECTOR_WORDS];
     let mut i = 0;
     while i < buf.len() {

@@ -8,6 +8,7 @@
 mod basic;
 mod blk;
 mod con;
+mod vsock;
 mod mem;
 mod net;
 mod power;
@@ -34,6 +35,7 @@ const GROUPS: &[&[Command]] = &[
     blk::COMMANDS,
     net::COMMANDS,
     con::COMMANDS,
+    vsock::COMMANDS,
     power::COMMANDS,
 ];
 

@@ -541,7 +541,12 @@ fn process_tx(a: &mut Active, muxer: &mut Muxer, bounce: &mut [u8]) -> bool {
             if budget == 0 {
                 break 'outer true;
             }
-            let Some(chain) = a.pop(TX) else { break };
+            let Some(chain) = a.pop(TX) else {
+                if a.broken {
+                    break 'outer false;
+                }
+                break;
+            };
             budget -= 1;
             let head = chain.head_index();
             take_packet(a, muxer, chain, bounce);
@@ -609,7 +614,7 @@ fn process_rx(
     bounce: &mut [u8],
 ) {
     let mut used = false;
-    while muxer.has_for_guest() {
+    while muxer.has_for_guest() && !a.broken {
         let Some(chain) = a.pop(RX) else { break };
         let head = chain.head_index();
         let room = match input_buffers(&chain, MAX_DESCS, bufs) {

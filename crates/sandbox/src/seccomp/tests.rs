@@ -170,6 +170,28 @@ fn the_console_accepts_clients_only_non_blocking_and_close_on_exec() {
 }
 
 #[test]
+fn the_vsock_thread_opens_only_unix_streams() {
+    let (code, err) = filtered(ThreadKind::Vsock, || {
+        let open = |domain, ty| {
+            // SAFETY: socket(2) with constant arguments; the descriptor is left to the exit.
+            unsafe { libc::socket(domain, ty, 0) }
+        };
+        let unix = open(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        );
+        say(&format!("unix {}\n", unix >= 0));
+        open(libc::AF_INET, libc::SOCK_STREAM);
+    });
+    assert_eq!(code, EXIT_CODE, "{err}");
+    assert!(err.starts_with("unix true\n"), "{err}");
+    assert!(
+        err.contains(&format!("forbidden system call {}", libc::SYS_socket)),
+        "{err}"
+    );
+}
+
+#[test]
 fn executable_mappings_are_refused() {
     for kind in ThreadKind::ALL {
         let (code, err) = filtered(kind, || {
@@ -296,6 +318,8 @@ fn policy_constants_match_the_kernel_headers() {
             ("VHOST_SET_VRING_CALL", VHOST_SET_VRING_CALL()),
             ("VHOST_SET_VRING_ERR", VHOST_SET_VRING_ERR()),
             ("VHOST_NET_SET_BACKEND", VHOST_NET_SET_BACKEND()),
+            ("VHOST_VSOCK_SET_GUEST_CID", VHOST_VSOCK_SET_GUEST_CID()),
+            ("VHOST_VSOCK_SET_RUNNING", VHOST_VSOCK_SET_RUNNING()),
         ] {
             assert_eq!(constant(name), number, "{name}");
         }

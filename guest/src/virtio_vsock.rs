@@ -359,7 +359,8 @@ impl Driver {
         if offered & virtq::bit(feature::VERSION_1) == 0 {
             return fail("device does not offer VERSION_1");
         }
-        let acked = offered & (virtq::bit(feature::VERSION_1) | virtq::bit(feature::RING_EVENT_IDX));
+        let acked =
+            offered & (virtq::bit(feature::VERSION_1) | virtq::bit(feature::RING_EVENT_IDX));
         virtio_mmio::write(b, reg::DRIVER_FEATURES_SEL, 0);
         virtio_mmio::write(b, reg::DRIVER_FEATURES, acked as u32);
         virtio_mmio::write(b, reg::DRIVER_FEATURES_SEL, 1);
@@ -698,7 +699,11 @@ pub fn connect(port: u32) -> Result<usize, VsockError> {
     d.poll();
     let c = d.free_conn().ok_or(VsockError::TooMany)?;
     let local = d.next_port;
-    d.next_port = if d.next_port == u32::MAX { FIRST_PORT } else { d.next_port + 1 };
+    d.next_port = if d.next_port == u32::MAX {
+        FIRST_PORT
+    } else {
+        d.next_port + 1
+    };
     d.conns[c] = Conn {
         state: ConnState::Connecting,
         local_port: local,
@@ -727,7 +732,11 @@ pub fn listen(port: u32) -> Result<(), VsockError> {
     if d.listen.contains(&port) {
         return Ok(());
     }
-    let slot = d.listen.iter().position(|&p| p == 0).ok_or(VsockError::TooMany)?;
+    let slot = d
+        .listen
+        .iter()
+        .position(|&p| p == 0)
+        .ok_or(VsockError::TooMany)?;
     d.listen[slot] = port;
     Ok(())
 }
@@ -736,9 +745,8 @@ pub fn listen(port: u32) -> Result<(), VsockError> {
 pub fn accept(port: u32) -> Result<usize, VsockError> {
     let d = driver();
     d.ready()?;
-    let pick = |d: &Driver| {
-        (0..MAX_CONNS).find(|&c| d.accepted[c] && d.conns[c].local_port == port)
-    };
+    let pick =
+        |d: &Driver| (0..MAX_CONNS).find(|&c| d.accepted[c] && d.conns[c].local_port == port);
     d.wait(|d| pick(d).is_some())?;
     let c = pick(d).ok_or(VsockError::NoConn)?;
     d.accepted[c] = false;
@@ -888,11 +896,23 @@ pub fn conn(c: usize) -> Result<Conn, VsockError> {
 /// protocol violations on connection `c` (which should be reset, and nothing else).
 pub const EVIL_CASES: &[(&str, &str)] = &[
     ("short", "a tx chain of 20 bytes, shorter than a header"),
-    ("badcid", "an RW packet on the connection with a wrong source CID"),
-    ("badtype", "a packet on the connection of type 2 (seqpacket)"),
+    (
+        "badcid",
+        "an RW packet on the connection with a wrong source CID",
+    ),
+    (
+        "badtype",
+        "a packet on the connection of type 2 (seqpacket)",
+    ),
     ("unknownop", "a packet on the connection with operation 42"),
-    ("lenpast", "an RW header saying 4000 bytes in a 100-byte chain"),
-    ("overcredit", "RW packets past the credit the host gave (to a host that does not read)"),
+    (
+        "lenpast",
+        "an RW header saying 4000 bytes in a 100-byte chain",
+    ),
+    (
+        "overcredit",
+        "RW packets past the credit the host gave (to a host that does not read)",
+    ),
 ];
 
 /// What `overcredit` sends at most, ignoring the host's credit.
@@ -932,9 +952,22 @@ pub fn evil(case: &str, c: usize) -> Option<Result<EvilOutcome, VsockError>> {
     let scratch = base() + SCRATCH_OFF;
     if hostile::CASES.iter().any(|(n, _)| *n == case) {
         let buf = bytes(SCRATCH_OFF, HDR);
-        Hdr { src_cid: d.cid, dst_cid: HOST_CID, typ: 1, op: op::CREDIT_REQUEST, ..Hdr::default() }
-            .write(buf);
-        hostile::post(&mut d.tx, case, TX_SLOTS, scratch, HDR as u32, Dir::DeviceReads)?;
+        Hdr {
+            src_cid: d.cid,
+            dst_cid: HOST_CID,
+            typ: 1,
+            op: op::CREDIT_REQUEST,
+            ..Hdr::default()
+        }
+        .write(buf);
+        hostile::post(
+            &mut d.tx,
+            case,
+            TX_SLOTS,
+            scratch,
+            HDR as u32,
+            Dir::DeviceReads,
+        )?;
         d.tx.notify();
         let outcome = match d.tx.wait_used(EVIL_TIMEOUT_TICKS) {
             Wait::Used(_, len) => EvilOutcome::Used(len),
@@ -991,7 +1024,11 @@ pub fn evil(case: &str, c: usize) -> Option<Result<EvilOutcome, VsockError>> {
         }
     } else {
         // The payload is there; `lenpast` says more than there is.
-        h.len = if case == "lenpast" { 4000 } else { PAYLOAD as u32 };
+        h.len = if case == "lenpast" {
+            4000
+        } else {
+            PAYLOAD as u32
+        };
         let chain_len = HDR + PAYLOAD;
         let buf = bytes(SCRATCH_OFF, chain_len);
         h.write(&mut buf[..HDR]);

@@ -167,6 +167,9 @@ def test_a_restored_guest_listener_accepts_new_connections(l1, vms, uds_dir):
     qmp2 = "/run/vms/vsock-dst/qmp.sock"
     dst = vms.start("vsock-dst", stratovirt_argv(mem="256M", qmp=qmp2, extra=device("user", uds=uds2)
                                                  + ["-incoming", f"file:{snap}"]), qmp=qmp2)
+    # The restored VM's socket exists once its devices are attached.
+    l1.sh(f"i=0; while [ ! -S {uds2} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; test -S {uds2}",
+          timeout=60)
     echoed(l1.sh(f"vsockxfer usend {uds2} 5400 1000000 6", timeout=300), 1000000)
     assert "accepted 2" in dst.out("cat /tmp/l5400.out")
     # The guest reaches L1 from the restored VM too.

@@ -8,10 +8,10 @@
 mod basic;
 mod blk;
 mod con;
-mod vsock;
 mod mem;
 mod net;
 mod power;
+mod vsock;
 
 use crate::{cpu, serial};
 use testkernel::num::parse_number;

@@ -5,7 +5,9 @@
 use super::{Args, CmdError, Command};
 use crate::hostile;
 use crate::serial;
-use crate::virtio_vsock::{self, ConnState, EvilOutcome, VsockError, EVIL_CASES, SHUT_RCV, SHUT_SEND};
+use crate::virtio_vsock::{
+    self, ConnState, EvilOutcome, VsockError, EVIL_CASES, SHUT_RCV, SHUT_SEND,
+};
 use testkernel::crc32::Crc32;
 use testkernel::num::{fmt_hex, NUM_BUF};
 
@@ -160,7 +162,11 @@ fn info() -> Result<(), CmdError> {
     });
     serial::puts(" features=");
     serial::hex(d.features);
-    let open = d.conns.iter().filter(|c| c.state != ConnState::Free).count();
+    let open = d
+        .conns
+        .iter()
+        .filter(|c| c.state != ConnState::Free)
+        .count();
     serial::puts(" conns=");
     serial::dec(open as u64);
     serial::puts(" rx=");
@@ -196,7 +202,11 @@ fn evil(args: &Args) -> Result<(), CmdError> {
         .map(|(n, _)| *n)
         .find(|n| n.as_bytes() == case)
         .ok_or(CmdError::msg("unknown case (vsock evil list)"))?;
-    let c = if args.get(2).is_some() { conn(args, 2)? } else { 0 };
+    let c = if args.get(2).is_some() {
+        conn(args, 2)?
+    } else {
+        0
+    };
     match virtio_vsock::evil(name, c) {
         None => Err(CmdError::msg("unknown case (vsock evil list)")),
         Some(Err(e)) => Err(error(e)),

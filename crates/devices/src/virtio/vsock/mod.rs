@@ -99,6 +99,8 @@ impl Vsock {
                 paused: false,
                 stop: false,
                 connections: 0,
+                next_port: muxer::FIRST_LOCAL_PORT,
+                restore_port: None,
             }),
             wake: EventFd::new(EFD_NONBLOCK)?,
         });
@@ -132,7 +134,10 @@ impl Vsock {
     /// gone, and it reads its CID again) once its driver runs.
     pub fn restore_state(&self, state: &VsockState) -> Result<(), RestoreError> {
         persist::check(self, state)?;
-        lock(&self.shared.state).reset_event = true;
+        let mut st = lock(&self.shared.state);
+        st.reset_event = true;
+        st.restore_port = Some(state.next_port);
+        drop(st);
         self.shared.wake();
         Ok(())
     }

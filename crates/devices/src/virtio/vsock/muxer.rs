@@ -28,7 +28,7 @@ const MAX_LINE: usize = 32;
 /// RSTs for packets of no connection that may wait for receive buffers.
 const MAX_RESETS: usize = 256;
 /// First host port given to host-initiated connections (as Firecracker does).
-const FIRST_LOCAL_PORT: u32 = 1 << 30;
+pub(super) const FIRST_LOCAL_PORT: u32 = 1 << 30;
 /// Protocol violations logged at warning level; later ones go to debug.
 const LOUD_VIOLATIONS: u32 = 16;
 
@@ -71,6 +71,17 @@ impl Muxer {
             cursor: (0, 0),
             violations: 0,
         }
+    }
+
+    /// The host port the next host-initiated connection gets (kept by a snapshot, so that a
+    /// restored device does not give a new connection the ports of one the guest may still
+    /// hold).
+    pub fn next_port(&self) -> u32 {
+        self.next_port
+    }
+
+    pub fn set_next_port(&mut self, port: u32) {
+        self.next_port = port.max(FIRST_LOCAL_PORT);
     }
 
     /// Connections and handshakes.
@@ -163,7 +174,7 @@ impl Muxer {
     }
 
     /// One packet from the guest (`payload` is an RW packet's data, empty otherwise).
-    pub fn from_guest(&mut self, h: &Header, payload: &[u8]) {
+    pub fn guest_packet(&mut self, h: &Header, payload: &[u8]) {
         if h.src_cid != self.guest_cid {
             return self.violation(h, "source CID is not the guest's");
         }

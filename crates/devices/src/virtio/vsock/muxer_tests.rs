@@ -59,7 +59,7 @@ fn ops(p: &[(Header, Vec<u8>)]) -> Vec<u16> {
 fn guest_connection(base: &Path) -> (Muxer, UnixStream) {
     let listener = UnixListener::bind(format!("{}_1234", base.display())).unwrap();
     let mut m = Muxer::new(CID, base);
-    m.from_guest(&hdr(op::REQUEST, 5000, 1234), &[]);
+    m.guest_packet(&hdr(op::REQUEST, 5000, 1234), &[]);
     let p = drain(&mut m);
     assert_eq!(ops(&p), [op::RESPONSE]);
     let r = &p[0].0;
@@ -80,7 +80,7 @@ fn a_guest_connection_goes_to_the_port_path_and_carries_bytes_both_ways() {
     let (mut m, mut s) = guest_connection(&base);
     let mut rw = hdr(op::RW, 5000, 1234);
     rw.len = 5;
-    m.from_guest(&rw, b"hello");
+    m.guest_packet(&rw, b"hello");
     let mut got = [0u8; 5];
     s.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"hello");
@@ -91,7 +91,7 @@ fn a_guest_connection_goes_to_the_port_path_and_carries_bytes_both_ways() {
     assert_eq!(p[0].1, b"world!");
     assert_eq!(p[0].0.fwd_cnt, 5, "what reached the host is counted");
     // Nobody listens on port 9: an RST, and the first connection is untouched.
-    m.from_guest(&hdr(op::REQUEST, 5001, 9), &[]);
+    m.guest_packet(&hdr(op::REQUEST, 5001, 9), &[]);
     let p = drain(&mut m);
     assert_eq!(ops(&p), [op::RST]);
     assert_eq!((p[0].0.src_port, p[0].0.dst_port), (9, 5001));
@@ -119,7 +119,7 @@ fn a_host_connect_line_reaches_the_guest_and_ok_comes_back() {
     );
     let mut resp = hdr(op::RESPONSE, 52, FIRST_LOCAL_PORT);
     resp.buf_alloc = 1 << 20;
-    m.from_guest(&resp, &[]);
+    m.guest_packet(&resp, &[]);
     let mut line = [0u8; 14];
     host.read_exact(&mut line).unwrap();
     assert_eq!(&line, b"OK 1073741824\n");
@@ -185,7 +185,7 @@ fn each_violation_resets_its_own_connection_only() {
     let listener = UnixListener::bind(format!("{}_1234", base.display())).unwrap();
     let mut m = Muxer::new(CID, &base);
     // The bystander: guest port 7000.
-    m.from_guest(&hdr(op::REQUEST, 7000, 1234), &[]);
+    m.guest_packet(&hdr(op::REQUEST, 7000, 1234), &[]);
     let (mut bystander, _) = listener.accept().unwrap();
     bystander
         .set_read_timeout(Some(Duration::from_secs(2)))
@@ -209,14 +209,14 @@ fn each_violation_resets_its_own_connection_only() {
     h.len = (CONN_BUF + 1) as u32;
     cases.push(("past the credit", h, CONN_BUF + 1));
     for (what, bad, len) in cases {
-        m.from_guest(&hdr(op::REQUEST, 5000, 1234), &[]);
+        m.guest_packet(&hdr(op::REQUEST, 5000, 1234), &[]);
         let (mut victim, _) = listener.accept().unwrap();
         victim
             .set_read_timeout(Some(Duration::from_secs(2)))
             .unwrap();
         assert_eq!(ops(&drain(&mut m)), [op::RESPONSE], "{what}");
         let payload = vec![7u8; len];
-        m.from_guest(&bad, &payload);
+        m.guest_packet(&bad, &payload);
         let p = drain(&mut m);
         assert_eq!(ops(&p), [op::RST], "{what}");
         assert_eq!(
@@ -235,13 +235,13 @@ fn each_violation_resets_its_own_connection_only() {
     // The bystander still works.
     let mut rw = hdr(op::RW, 7000, 1234);
     rw.len = 3;
-    m.from_guest(&rw, b"abc");
+    m.guest_packet(&rw, b"abc");
     let mut got = [0u8; 3];
     bystander.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"abc");
     // Packets for no connection get an RST, an RST gets nothing.
-    m.from_guest(&hdr(op::RW, 1, 2), &[]);
-    m.from_guest(&hdr(op::RST, 1, 2), &[]);
+    m.guest_packet(&hdr(op::RW, 1, 2), &[]);
+    m.guest_packet(&hdr(op::RST, 1, 2), &[]);
     assert_eq!(ops(&drain(&mut m)), [op::RST]);
     std::fs::remove_dir_all(&d).unwrap();
 }
@@ -269,7 +269,7 @@ fn the_guest_never_gets_more_than_its_credit() {
     // The guest read it all.
     let mut up = hdr(op::CREDIT_UPDATE, 5000, 1234);
     up.fwd_cnt = 64 * 1024;
-    m.from_guest(&up, &[]);
+    m.guest_packet(&up, &[]);
     poll(&mut m);
     let rest: usize = drain(&mut m).iter().map(|(_, d)| d.len()).sum();
     assert_eq!(rest, 36 * 1024);
@@ -284,7 +284,7 @@ fn credit_updates_follow_what_the_host_read() {
     for _ in 0..2 {
         let mut rw = hdr(op::RW, 5000, 1234);
         rw.len = chunk.len() as u32;
-        m.from_guest(&rw, &chunk);
+        m.guest_packet(&rw, &chunk);
     }
     let mut got = vec![0u8; 64 * 1024];
     s.read_exact(&mut got).unwrap();
@@ -296,7 +296,7 @@ fn credit_updates_follow_what_the_host_read() {
     );
     assert_eq!(p[0].0.fwd_cnt, 64 * 1024);
     // A credit request is answered at once.
-    m.from_guest(&hdr(op::CREDIT_REQUEST, 5000, 1234), &[]);
+    m.guest_packet(&hdr(op::CREDIT_REQUEST, 5000, 1234), &[]);
     assert_eq!(ops(&drain(&mut m)), [op::CREDIT_UPDATE]);
     std::fs::remove_dir_all(&d).unwrap();
 }
@@ -310,10 +310,10 @@ fn shutdown_in_each_direction_and_cleanup() {
     // still send.
     let mut rw = hdr(op::RW, 5000, 1234);
     rw.len = 2;
-    m.from_guest(&rw, b"hi");
+    m.guest_packet(&rw, b"hi");
     let mut sh = hdr(op::SHUTDOWN, 5000, 1234);
     sh.flags = shutdown::SEND;
-    m.from_guest(&sh, &[]);
+    m.guest_packet(&sh, &[]);
     let mut all = Vec::new();
     s.read_to_end(&mut all).unwrap();
     assert_eq!(all, b"hi");
@@ -328,14 +328,14 @@ fn shutdown_in_each_direction_and_cleanup() {
     assert_eq!(p[0].0.flags, shutdown::SEND);
     // The guest closes: RST, and the connection is gone.
     sh.flags = shutdown::BOTH;
-    m.from_guest(&sh, &[]);
+    m.guest_packet(&sh, &[]);
     assert_eq!(ops(&drain(&mut m)), [op::RST]);
     assert_eq!(m.len(), 0);
     drop(s);
 
     // The host closes first: SHUTDOWN with both flags, then the guest's RST ends it.
     let listener2 = UnixListener::bind(format!("{}_77", base.display())).unwrap();
-    m.from_guest(&hdr(op::REQUEST, 6000, 77), &[]);
+    m.guest_packet(&hdr(op::REQUEST, 6000, 77), &[]);
     drain(&mut m);
     let (s2, _) = listener2.accept().unwrap();
     drop(s2);
@@ -348,7 +348,7 @@ fn shutdown_in_each_direction_and_cleanup() {
         (shutdown::RCV, shutdown::BOTH)
     );
     assert_eq!(m.len(), 1);
-    m.from_guest(&hdr(op::RST, 6000, 77), &[]);
+    m.guest_packet(&hdr(op::RST, 6000, 77), &[]);
     assert_eq!(m.len(), 0);
     std::fs::remove_dir_all(&d).unwrap();
 }
@@ -361,12 +361,12 @@ fn connections_are_capped() {
     let mut m = Muxer::new(CID, &base);
     let mut held = Vec::new();
     for port in 0..MAX_CONNECTIONS as u32 {
-        m.from_guest(&hdr(op::REQUEST, 10_000 + port, 1), &[]);
+        m.guest_packet(&hdr(op::REQUEST, 10_000 + port, 1), &[]);
         held.push(listener.accept().unwrap());
     }
     assert_eq!(m.len(), MAX_CONNECTIONS);
     drain(&mut m);
-    m.from_guest(&hdr(op::REQUEST, 1, 1), &[]);
+    m.guest_packet(&hdr(op::REQUEST, 1, 1), &[]);
     assert_eq!(ops(&drain(&mut m)), [op::RST]);
     let (_host, ours) = UnixStream::pair().unwrap();
     m.accept_host(OwnedFd::from(ours));

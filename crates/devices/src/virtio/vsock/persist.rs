@@ -7,6 +7,7 @@
 
 use super::worker::{State, EVT, RX, TX};
 use super::{Backend, Vsock};
+use crate::bus::lock;
 use crate::virtio::QueuePosition;
 use crate::Persist;
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,9 @@ pub struct VsockState {
     pub guest_cid: u64,
     /// The userspace backend (false: vhost-vsock).
     pub userspace: bool,
+    /// The host port the next host-initiated connection gets: a restored device goes on from
+    /// there, so a new connection never has the ports of one the guest may still hold.
+    pub next_port: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +52,13 @@ pub(super) fn save_state(dev: &Vsock, st: &State) -> (VsockState, Vec<QueuePosit
             .collect(),
         None => Vec::new(),
     };
-    (Persist::save(dev), positions)
+    // `st` is the locked state: built here, not through `Persist::save`, which locks it.
+    let state = VsockState {
+        guest_cid: dev.guest_cid,
+        userspace: !dev.vhost,
+        next_port: st.next_port,
+    };
+    (state, positions)
 }
 
 /// Whether a saved state fits the device configured now.
@@ -78,6 +88,7 @@ impl Persist for Vsock {
         VsockState {
             guest_cid: self.guest_cid,
             userspace: !self.vhost,
+            next_port: lock(&self.shared.state).next_port,
         }
     }
 

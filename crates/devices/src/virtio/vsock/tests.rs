@@ -248,6 +248,7 @@ fn a_restored_device_sends_a_transport_reset() {
     let saved = VsockState {
         guest_cid: GUEST_CID,
         userspace: true,
+        next_port: (1 << 30) + 5,
     };
     let dev = Vsock::restore(
         (GUEST_CID, Backend::Unix(VsockSocket::bind(&path).unwrap())),
@@ -268,6 +269,14 @@ fn a_restored_device_sends_a_transport_reset() {
     r.kicks[2].write(1).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(r.evt.used().len(), 1);
+    // Host connections go on from the saved port, once the guest took the reset in (it gave
+    // the event buffer back above).
+    let mut r = r;
+    r.give_rx(2, 4096 + HDR_LEN as u32);
+    let mut s = UnixStream::connect(&r.path).unwrap();
+    s.write_all(b"CONNECT 9\n").unwrap();
+    let (req, _) = r.recv();
+    assert_eq!((req.op, req.src_port), (op::REQUEST, (1 << 30) + 5));
 }
 
 #[test]
@@ -278,6 +287,7 @@ fn a_snapshot_must_match_the_configuration() {
         &VsockState {
             guest_cid: 3,
             userspace: true,
+            next_port: 0,
         },
     )
     .err()
@@ -291,6 +301,7 @@ fn a_snapshot_must_match_the_configuration() {
         &VsockState {
             guest_cid: 3,
             userspace: false,
+            next_port: 0,
         },
     )
     .err()
@@ -324,8 +335,10 @@ fn save_parks_the_queues_and_the_state_round_trips() {
         state,
         VsockState {
             guest_cid: 3,
-            userspace: true
-        }
+            userspace: true,
+            next_port: 1 << 30,
+        },
+        "saved before any host connection"
     );
 }
 

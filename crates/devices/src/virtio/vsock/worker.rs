@@ -41,6 +41,14 @@ const MAX_DESCS: usize = QUEUE_SIZE as usize;
 const TX_BUDGET: usize = 256;
 /// Rejected chains logged at warning level per activation; later ones go to debug.
 const LOUD_REJECTS: u32 = 8;
+/// How long the device waits for the guest to handle a transport reset (it re-posts the event
+/// buffer when it has reset its sockets) before it serves connections again: a connection
+/// accepted before the guest handled the reset would be reset with the old ones.
+const RESET_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often the interrupt for the transport reset is raised again meanwhile: a restore sends
+/// the event while the machine is being built, and the vCPUs' restored interrupt controllers
+/// may not have it.
+const RESET_NUDGE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The queues of a running driver.
 pub(super) struct Active {
@@ -142,6 +150,10 @@ pub(super) struct State {
     pub stop: bool,
     /// Connections open now (userspace backend), for the log and tests.
     pub connections: usize,
+    /// The host port of the next host-initiated connection (userspace backend).
+    pub next_port: u32,
+    /// A restored value of `next_port` for the thread to take.
+    pub restore_port: Option<u32>,
 }
 
 pub(super) struct Shared {
@@ -190,6 +202,7 @@ impl WorkerHandle {
             shared: shared.clone(),
             mode,
             generation: 0,
+            reset_wait: None,
             bufs: Vec::with_capacity(MAX_DESCS),
             bounce: vec![0; HDR_LEN + MAX_PAYLOAD].into_boxed_slice(),
         };
@@ -240,6 +253,9 @@ struct Worker {
     mode: Mode,
     /// The activation whose connections the muxer holds.
     generation: u64,
+    /// A transport reset went to the guest: the event queue's driver index then, and until
+    /// when to wait for it to move.
+    reset_wait: Option<(u16, Instant)>,
     bufs: Vec<(GuestAddress, u32)>,
     bounce: Box<[u8]>,
 }
@@ -279,6 +295,11 @@ impl Worker {
                 if st.stop {
                     self.stop_vhost(&mut st);
                     return;
+                }
+                if let (Some(p), Mode::Unix { muxer, .. }) =
+                    (st.restore_port.take(), &mut self.mode)
+                {
+                    muxer.set_next_port(p);
                 }
                 self.follow_generation(&mut st);
                 deadline = self.poll_set(&mut st, &mut fds, &mut targets);
@@ -336,6 +357,7 @@ impl Worker {
             if let Mode::Unix { muxer, .. } = &mut self.mode {
                 muxer.tick(Instant::now());
                 st.connections = muxer.len();
+                st.next_port = muxer.next_port();
             }
         }
     }
@@ -431,6 +453,15 @@ impl Worker {
         let paused = st.paused;
         let reset_event = st.reset_event;
         let serving = st.active.as_mut().filter(|a| !a.broken && !paused);
+        if let (Some(a), Some((_, until))) = (serving, self.reset_wait) {
+            // Waiting for the guest to take in a transport reset: its event queue only.
+            fds[EVT_EVT] = pollfd(a.evts[EVT].as_raw_fd(), libc::POLLIN);
+            if let Mode::Unix { socket, .. } = &self.mode {
+                fds[LISTENER] = pollfd(socket.listener.as_raw_fd(), libc::POLLIN);
+            }
+            return Some(until.min(Instant::now() + RESET_NUDGE));
+        }
+        let serving = st.active.as_mut().filter(|a| !a.broken && !paused);
         match &mut self.mode {
             Mode::Unix { socket, muxer } => {
                 fds[LISTENER] = pollfd(socket.listener.as_raw_fd(), libc::POLLIN);
@@ -472,6 +503,20 @@ impl Worker {
         };
         if st.reset_event && send_reset_event(a) {
             st.reset_event = false;
+            let at = a.queues[EVT].avail_idx(&*a.mem, Ordering::Acquire);
+            self.reset_wait = at.ok().map(|i| (i.0, Instant::now() + RESET_GRACE));
+        }
+        if let Some((at, until)) = self.reset_wait {
+            let moved = a.queues[EVT]
+                .avail_idx(&*a.mem, Ordering::Acquire)
+                .map_or(true, |i| i.0 != at);
+            if !moved && Instant::now() < until {
+                if let Err(e) = a.interrupt.trigger(InterruptKind::UsedBuffer) {
+                    log::error!("virtio-vsock: cannot interrupt: {e}");
+                }
+                return false;
+            }
+            self.reset_wait = None;
         }
         let Mode::Unix { muxer, .. } = &mut self.mode else {
             return false;
@@ -590,7 +635,7 @@ fn take_packet(
     }
     let h = Header::parse(&raw);
     if h.op != super::packet::op::RW {
-        return muxer.from_guest(&h, &[]);
+        return muxer.guest_packet(&h, &[]);
     }
     let len = h.len as usize;
     if len > MAX_PAYLOAD {
@@ -600,7 +645,7 @@ fn take_packet(
         return muxer.violation(&h, "payload length past the buffer");
     }
     match cursor.copy_into(&mut bounce[..len]) {
-        Ok(n) if n == len => muxer.from_guest(&h, &bounce[..len]),
+        Ok(n) if n == len => muxer.guest_packet(&h, &bounce[..len]),
         Ok(_) => muxer.violation(&h, "payload length past the buffer"),
         Err(e) => muxer.violation(&h, &e.to_string()),
     }

@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 const POLICY: &str = "seccomp/x86_64.json";
 const MISMATCH_ENV: &str = "SV_SECCOMP_MISMATCH";
 /// The thread kinds the runtime knows (src/seccomp/mod.rs).
-const KINDS: [&str; 5] = ["main", "vcpu", "qmp", "blk", "migrate"];
+const KINDS: [&str; 6] = ["main", "vcpu", "qmp", "blk", "migrate", "balloon"];
 
 /// `_IOC(dir, type, nr, size)` on x86_64.
 const fn ioc(dir: u64, ty: u64, nr: u64, size: u64) -> u64 {

@@ -29,15 +29,18 @@ pub enum ThreadKind {
     Blk,
     /// `migrate`: writing a snapshot (QMP `migrate`) while QMP keeps answering.
     Migrate,
+    /// `balloon`: the virtio-balloon's queues, releasing guest pages, its QMP events.
+    Balloon,
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 5] = [
+    pub const ALL: [ThreadKind; 6] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::Qmp,
         ThreadKind::Blk,
         ThreadKind::Migrate,
+        ThreadKind::Balloon,
     ];
 
     /// The kind's name in the policy file.
@@ -48,6 +51,7 @@ impl ThreadKind {
             ThreadKind::Qmp => "qmp",
             ThreadKind::Blk => "blk",
             ThreadKind::Migrate => "migrate",
+            ThreadKind::Balloon => "balloon",
         }
     }
 
@@ -59,6 +63,7 @@ impl ThreadKind {
             ThreadKind::Qmp => generated::SYSCALLS_QMP,
             ThreadKind::Blk => generated::SYSCALLS_BLK,
             ThreadKind::Migrate => generated::SYSCALLS_MIGRATE,
+            ThreadKind::Balloon => generated::SYSCALLS_BALLOON,
         }
     }
 
@@ -70,6 +75,7 @@ impl ThreadKind {
             ThreadKind::Qmp => (generated::ALLOW_QMP, generated::ERRNO_QMP),
             ThreadKind::Blk => (generated::ALLOW_BLK, generated::ERRNO_BLK),
             ThreadKind::Migrate => (generated::ALLOW_MIGRATE, generated::ERRNO_MIGRATE),
+            ThreadKind::Balloon => (generated::ALLOW_BALLOON, generated::ERRNO_BALLOON),
         }
     }
 }

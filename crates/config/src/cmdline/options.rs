@@ -71,7 +71,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
     repeated("drive", "id=ID,file=PATH[,readonly=on|off][,direct=on|off][,serial=SERIAL]", "virtio-blk disk backend (at most 6 disks; vda is the first; each image once, locked while in use)"),
     repeated("netdev", "tap,id=ID,ifname=TAP[,mac=MAC] | id=ID,netdev=TAP[,mac=MAC]", concat_help!("virtio-net NIC on a host tap device (at most 2 NICs)")),
     repeated("chardev", "socket,id=ID,path=SOCKET,server,nowait | id=ID,path=SOCKET", concat_help!("virtio-console on a unix socket (must not exist yet)")),
-    repeated("device", "DRIVER[,KEY=VALUE...]", "virtio-blk-device,drive=ID | virtio-net-device,netdev=ID[,mac=MAC] | virtconsole,chardev=ID | virtio-serial-device | vhost-vsock-device,id=ID,guest-cid=N (or vsock,...); all but virtio-blk-device are not supported yet"),
+    repeated("device", "DRIVER[,KEY=VALUE...]", "virtio-blk-device,drive=ID | virtio-balloon-device[,deflate-on-oom=on|off][,free-page-reporting=on|off] (the memory balloon; QMP balloon, query-balloon) | virtio-net-device,netdev=ID[,mac=MAC] | virtconsole,chardev=ID | virtio-serial-device | vhost-vsock-device,id=ID,guest-cid=N (or vsock,...); the net, console and vsock devices are not supported yet"),
     spec("qmp", Value, "unix:PATH,server,nowait", "QMP socket, created 0600 (must not exist yet)"),
     spec("api-channel", Value, "unix:PATH", "QMP socket, older spelling of -qmp"),
     spec("serial", Value, "stdio", "serial port (ttyS0) on this terminal; on a terminal, Ctrl-A x quits, Ctrl-A Ctrl-A sends Ctrl-A, Ctrl-A h lists the keys"),
@@ -185,7 +185,7 @@ pub fn usage() -> String {
          [-D [FILE]] [-pidfile FILE -daemonize] [-disable-seccomp]\n\n\
          Environment:\n  STRATOVIRT_LOG_LEVEL=off|error|warn|info|debug|trace\n        \
          the log level (default: info with -D, warn without)\n\n\
-         Not supported yet: virtio-net, virtio-console, vsock, balloon; \
+         Not supported yet: virtio-net, virtio-console, vsock; \
          vCPU hot-plug; machine types other than microvm; serial backends other than stdio; \
          hosts other than x86_64.",
     );

@@ -248,6 +248,7 @@ struct Parts {
     panic: Arc<PanicNotifier>,
     slots: SlotTable,
     slot_ids: Vec<Option<String>>,
+    balloon: Option<devices::virtio::balloon::BalloonHandle>,
 }
 
 fn attach_devices(
@@ -275,18 +276,24 @@ fn attach_devices(
     .map_err(|e| dev_err("pvpanic", &e))?;
     let mut mmio = Bus::new();
     let mut slots = SlotTable::default();
-    let slot_ids = crate::attach::attach_disk_slots(
-        &mut slots,
-        vm,
-        mem,
-        &mut mmio,
-        &cfg.drives,
-        restore.map(|s| s.slots.as_slice()),
-    )
-    .map_err(|e| match restore {
+    let attach_err = |e: String| match restore {
         Some(_) => MachineError::Snapshot(e),
         None => MachineError::Device(e),
-    })?;
+    };
+    let saved = restore.map(|s| s.slots.as_slice());
+    let mut slot_ids =
+        crate::attach::attach_disk_slots(&mut slots, vm, mem, &mut mmio, &cfg.drives, saved)
+            .map_err(attach_err)?;
+    // The devices besides disks and NICs come after their slots.
+    let balloon = match &cfg.balloon {
+        Some(b) => {
+            let handle = crate::attach::attach_balloon(&mut slots, vm, mem, &mut mmio, b, saved)
+                .map_err(attach_err)?;
+            slot_ids.push(b.id.clone());
+            Some(handle)
+        }
+        None => None,
+    };
     if let Some(state) = restore {
         if state.slots.len() != slots.slots().len() {
             return Err(MachineError::Snapshot(format!(
@@ -303,6 +310,7 @@ fn attach_devices(
         panic,
         slots,
         slot_ids,
+        balloon,
     })
 }
 
@@ -332,6 +340,7 @@ fn assemble(
         panic,
         slots,
         slot_ids,
+        balloon,
     } = parts;
     let wiring = VcpuWiring {
         pio: Arc::new(pio),
@@ -367,6 +376,7 @@ fn assemble(
         slots,
         slot_ids,
         snapshot,
+        balloon,
     }))
 }
 

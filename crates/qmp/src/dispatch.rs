@@ -24,10 +24,9 @@ use crate::schema::{
     StatusInfo, VersionInfo,
 };
 
-/// Commands that StratoVirt documents but this build does not have yet (virtio-net, balloon):
-/// they answer "not supported yet" rather than `CommandNotFound`, and are not in
-/// `query-commands`.
-pub const NOT_SUPPORTED_YET: &[&str] = &["netdev_add", "netdev_del", "balloon", "query-balloon"];
+/// Commands that StratoVirt documents but this build does not have yet (virtio-net): they
+/// answer "not supported yet" rather than `CommandNotFound`, and are not in `query-commands`.
+pub const NOT_SUPPORTED_YET: &[&str] = &["netdev_add", "netdev_del"];
 
 /// What the machine provides to the QMP commands.
 ///
@@ -72,6 +71,18 @@ pub trait VmControl: Send + Sync {
     /// `query-migrate`: where the last `migrate` (or the restore) stands.
     fn query_migrate(&self) -> crate::migration::MigrationInfo {
         crate::migration::MigrationInfo::new(crate::migration::MigrationStatus::None)
+    }
+    /// `balloon`: set the guest's memory to `value` bytes (checked by the machine).
+    fn balloon(&self, _value: i64) -> Result<(), QmpError> {
+        Err(QmpError::device_not_active("balloon"))
+    }
+    /// `query-balloon`: the guest's memory as its balloon driver reports it.
+    fn query_balloon(&self) -> Result<crate::balloon::BalloonInfo, QmpError> {
+        Err(QmpError::device_not_active("balloon"))
+    }
+    /// `query-balloon-stats`: the guest's memory statistics.
+    fn query_balloon_stats(&self) -> Result<crate::balloon::GuestStatsInfo, QmpError> {
+        Err(QmpError::device_not_active("balloon"))
     }
 }
 
@@ -149,6 +160,7 @@ impl Dispatcher {
         d.register("query-commands", query_commands);
         crate::block::register(&mut d);
         crate::migration::register(&mut d);
+        crate::balloon::register(&mut d);
         d
     }
 
@@ -494,6 +506,27 @@ mod tests {
                 "No balloon device has been activated".into()
             )
         );
+    }
+
+    #[test]
+    fn without_a_balloon_its_commands_say_none_is_active() {
+        let (vm, _, d) = setup();
+        for line in [
+            r#"{"execute":"balloon","arguments":{"value":2147483648}}"#,
+            r#"{"execute":"query-balloon"}"#,
+            r#"{"execute":"query-balloon-stats"}"#,
+        ] {
+            assert_eq!(
+                error_of(&run(&d, line)),
+                (
+                    "DeviceNotActive".into(),
+                    "No balloon device has been activated".into()
+                ),
+                "{line}"
+            );
+        }
+        assert!(d.command_names().contains(&"balloon"));
+        assert!(vm.calls().is_empty());
     }
 
     #[test]

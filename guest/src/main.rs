@@ -21,6 +21,7 @@ mod serial;
 mod shell;
 mod smp;
 mod system;
+mod virtio_balloon;
 mod virtio_blk;
 mod virtio_mmio;
 
@@ -95,6 +96,7 @@ extern "C" fn kmain(protocol: u64, info: u64) -> ! {
     apic::start_timer(interrupts::TIMER_VECTOR, apic::TIMER_COUNT_100HZ);
     serial::enable_rx_irq();
     virtio_blk::init(cmdline);
+    virtio_balloon::init(cmdline, memmap);
 
     let usable = e820::usable_bytes(memmap);
     let virtio = virtio_mmio::devices().len() as u64;

@@ -238,8 +238,6 @@ def test_qemu_qmp_library_drives_the_vm(vm2):
 @pytest.mark.parametrize("name,arguments", [
     ("netdev_add", {"id": "net-0", "ifname": "tap0"}),
     ("netdev_del", {"id": "net-0"}),
-    ("balloon", {"value": 2147483648}),
-    ("query-balloon", None),
 ])
 def test_documented_commands_not_built_yet_say_so(vm2, name, arguments):
     """The seeds document them: not CommandNotFound (a typo's answer) but "not supported yet";

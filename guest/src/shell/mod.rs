@@ -5,9 +5,10 @@
 //! Commands live in one file per group, each exporting `COMMANDS`; adding a
 //! group is one line in [`GROUPS`].
 
+mod balloon;
 mod basic;
 mod blk;
-mod mem;
+pub(crate) mod mem;
 mod power;
 
 use crate::{cpu, serial};
@@ -30,6 +31,7 @@ const GROUPS: &[&[Command]] = &[
     basic::COMMANDS,
     mem::COMMANDS,
     blk::COMMANDS,
+    balloon::COMMANDS,
     power::COMMANDS,
 ];
 
@@ -237,6 +239,8 @@ pub fn run() -> ! {
     let mut ed = LineEditor::new();
     prompt();
     loop {
+        // Between commands: the balloon follows its target, answers statistics requests.
+        crate::virtio_balloon::poll();
         cpu::cli();
         let Some(b) = serial::read_byte() else {
             cpu::sti_hlt();

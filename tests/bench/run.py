@@ -5,7 +5,9 @@ Boot: process spawn to the guest's READY line, and VMM resident memory after REA
 guest RAM. QMP: query-status round trips on one connection and with 10 concurrent clients.
 Block I/O: the test kernel's `blk bench` (4 KiB reads and writes at queue depth 1 and 32, O_DIRECT
 and page cache): requests per second and VMM CPU time per request (`--blk-only` runs just that).
-Runs alternate between the two VMMs so drift hits both alike. Prints medians and ratios.
+Balloon: 1 GiB into and out of the balloon of the test kernel's driver (tests/bench/balloon.py;
+`--balloon-only` runs just that). Runs alternate between the two VMMs so drift hits both alike.
+Prints medians and ratios.
 """
 import argparse
 import json
@@ -368,12 +370,18 @@ def main():
     ap.add_argument("--blk-requests", type=int, default=4000)
     ap.add_argument("--blk-runs", type=int, default=3)
     ap.add_argument("--blk-only", action="store_true", help="only the block I/O section")
+    ap.add_argument("--balloon-runs", type=int, default=5)
+    ap.add_argument("--balloon-only", action="store_true", help="only the balloon section")
     a = ap.parse_args()
     for f in (STRATOVIRT, KERNEL_ELF):
         if not os.path.exists(f):
             sys.exit(f"missing {f}: run `make build` first")
+    import balloon  # noqa: E402  (imports this module for its helpers)
     if a.blk_only:
         blk_section(a.blk_requests, a.blk_runs)
+        return
+    if a.balloon_only:
+        balloon.section(a.balloon_runs)
         return
 
     print(f"# boot: {a.runs} alternating runs each, {a.cpus} vCPU, {a.mem} MiB, guest testkernel.elf,"
@@ -399,6 +407,7 @@ def main():
           f"10 clients {s['many_rate']/qq['many_rate']:.2f}x")
 
     blk_section(a.blk_requests, a.blk_runs)
+    balloon.section(a.balloon_runs)
 
 
 if __name__ == "__main__":

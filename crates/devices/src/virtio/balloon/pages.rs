@@ -423,4 +423,107 @@ mod tests {
         assert_eq!(q.in_balloon(), 0);
         assert!(q.runs().is_empty());
     }
+
+    mod props {
+        //! For any sequence of inflates, deflates and free page reports a driver can send: no
+        //! panic, the balloon's count is the model's, and only pages a request named inside guest
+        //! RAM lose their data.
+
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeSet;
+
+        /// 64 pages at 0 and 64 at 1 MiB: a hole between, nothing above.
+        fn small() -> GuestMemoryMmap {
+            GuestMemoryMmap::from_ranges(&[
+                (GuestAddress(0), 64 * PAGE_SIZE as usize),
+                (GuestAddress(MIB), 64 * PAGE_SIZE as usize),
+            ])
+            .unwrap()
+        }
+
+        fn frames_in_ram() -> Vec<u64> {
+            (0..64).chain(256..320).collect()
+        }
+
+        /// Frames near the regions, in the hole, past the end, and anything.
+        fn frame() -> impl Strategy<Value = u32> {
+            prop_oneof![
+                4 => 0u32..400,
+                1 => prop::sample::select(&[63u32, 64, 255, 256, 319, 320, u32::MAX][..]),
+                1 => any::<u32>(),
+            ]
+        }
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            Inflate(Vec<u32>),
+            Deflate(Vec<u32>),
+            Report(u64, u64),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                3 => prop::collection::vec(frame(), 0..40).prop_map(Op::Inflate),
+                2 => prop::collection::vec(frame(), 0..40).prop_map(Op::Deflate),
+                1 => (prop_oneof![0u64..0x14_2000, any::<u64>()], prop_oneof![0u64..0x4_0000, any::<u64>()])
+                    .prop_map(|(a, l)| Op::Report(a, l)),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+            #[test]
+            fn only_named_pages_in_ram_are_released(ops in prop::collection::vec(op(), 1..12)) {
+                let m = small();
+                for f in frames_in_ram() {
+                    m.write_obj(f | 1 << 40, GuestAddress(f * PAGE_SIZE)).unwrap();
+                }
+                let mut p = GuestPages::new(&m);
+                let ram: BTreeSet<u64> = frames_in_ram().into_iter().collect();
+                let mut model = BTreeSet::new();
+                let mut released = BTreeSet::new();
+                for op in &ops {
+                    match op {
+                        Op::Inflate(f) => {
+                            let out = p.inflate(&mut f.clone());
+                            let new: BTreeSet<u64> = f
+                                .iter()
+                                .map(|&x| u64::from(x))
+                                .filter(|x| ram.contains(x) && !model.contains(x))
+                                .collect();
+                            prop_assert_eq!(out.released, new.len() as u64);
+                            released.extend(new.iter().copied());
+                            model.extend(new);
+                        }
+                        Op::Deflate(f) => {
+                            p.deflate(&mut f.clone());
+                            for x in f {
+                                model.remove(&u64::from(*x));
+                            }
+                        }
+                        Op::Report(a, l) => {
+                            p.release_free(*a, *l);
+                            if let Some(end) = a.checked_add(*l) {
+                                let first = a.div_ceil(PAGE_SIZE);
+                                released.extend(ram.iter().copied().filter(|&f| f >= first && f < end / PAGE_SIZE));
+                            }
+                        }
+                    }
+                    prop_assert_eq!(p.in_balloon(), model.len() as u64);
+                }
+                let runs: u64 = p.runs().iter().map(|r| r.1).sum();
+                prop_assert_eq!(runs, model.len() as u64);
+                for f in frames_in_ram() {
+                    let w = word(&m, f * PAGE_SIZE);
+                    if released.contains(&f) {
+                        prop_assert_eq!(w, 0, "page {} was released", f);
+                    } else {
+                        prop_assert_eq!(w, f | 1 << 40, "page {} was never named", f);
+                    }
+                }
+            }
+        }
+    }
 }

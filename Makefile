@@ -69,6 +69,7 @@ test-linux: vmm linux-agent $(PY)
 
 bench: build $(PY)
 	$(PY) tests/bench/run.py
+	$(PY) tests/bench/snapshot.py
 
 # Real-Linux boot, stratovirt against QEMU microvm in the same nested L1.
 bench-linux: vmm linux-agent $(PY)

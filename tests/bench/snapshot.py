@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
 import shutil
 import socket
 import statistics
@@ -63,31 +62,8 @@ def qmp_call(f, cmd, args=None):
             return r
 
 
-class Serial:
-    """The test kernel's shell on a VMM's stdin/stdout."""
-
-    def __init__(self, p):
-        self.p = p
-        self.buf = b""
-
-    def cmd(self, line, timeout=120):
-        self.p.stdin.write(line.encode() + b"\r")
-        self.p.stdin.flush()
-        deadline = time.perf_counter() + timeout
-        start = len(self.buf)
-        while True:
-            tail = self.buf[start:]
-            if b"\nOK" in tail or b"\nERR" in tail:
-                return tail.decode(errors="replace")
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                raise RuntimeError(f"no reply to {line!r}: {tail[-200:]!r}")
-            r, _, _ = select.select([self.p.stdout], [], [], left)
-            if r:
-                chunk = os.read(self.p.stdout.fileno(), 65536)
-                if not chunk:
-                    raise RuntimeError(f"the VM exited during {line!r}")
-                self.buf += chunk
+# The test kernel's shell on a VMM's stdin/stdout, as the boot benchmark drives it.
+Serial = base.SerialShell
 
 
 def spawn(cmd):

@@ -321,3 +321,34 @@ def test_kill_during_a_save_never_leaves_a_loadable_looking_snapshot(tmp_path):
             assert "memory" not in names, names
             outcomes.add("partial" if names else "none")
     assert "complete" in outcomes and "partial" in outcomes, outcomes
+
+
+def test_qmp_answers_while_a_large_snapshot_is_written(tmp_path):
+    sock = str(tmp_path / "big.sock")
+    vm, _ = boot(stratovirt_cmd(cpus=1, mem="2048", qmp=sock))
+    try:
+        q = RawQmp(sock)
+        q.execute("qmp_capabilities")
+        vm.cmd_ok("mem fill 768 8", timeout=120)
+        _, r = q.execute("migrate", {"uri": f"file:{tmp_path}/big"})
+        assert r == {"return": {}}
+        other = RawQmp(sock)
+        other.execute("qmp_capabilities")
+        seen, slowest = [], 0.0
+        while True:
+            t0 = time.monotonic()
+            status = other.execute("query-status")[1]["return"]["status"]
+            slowest = max(slowest, time.monotonic() - t0)
+            assert status == "paused"
+            info = q.execute("query-migrate")[1]["return"]
+            if not seen or seen[-1] != info["status"]:
+                seen.append(info["status"])
+            if info["status"] in ("completed", "failed"):
+                break
+            assert q.execute("cont")[1]["error"]["desc"].startswith("cannot resume")
+        assert seen == ["active", "completed"], seen
+        # Answers came while the save ran, not after it.
+        assert slowest < 0.5, slowest
+        assert allocated(tmp_path / "big" / "memory") >= 768 << 20
+    finally:
+        vm.kill()

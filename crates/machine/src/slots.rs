@@ -141,6 +141,18 @@ impl SlotTable {
         let transport = Arc::new(Mutex::new(transport));
         mmio.insert(transport.clone(), base, MMIO_WINDOW_SIZE)
             .map_err(|e| e.to_string())?;
+        Ok(self.push(kind, handle, Some(transport)))
+    }
+
+    /// Records the next slot, at the next transport location.
+    fn push(
+        &mut self,
+        kind: SlotKind,
+        handle: SlotHandle,
+        transport: Option<Arc<Mutex<MmioTransport>>>,
+    ) -> &Slot {
+        let index = self.slots.len();
+        let (base, irq) = transport_location(index);
         let kind_index = self.of_kind(kind).count();
         self.slots.push(Slot {
             index,
@@ -149,27 +161,17 @@ impl SlotTable {
             base,
             irq,
             handle,
-            transport: Some(transport),
+            transport,
         });
-        Ok(&self.slots[index])
+        &self.slots[index]
     }
 
     /// A table of handles without transports, for unit tests of what works on handles alone.
     #[cfg(test)]
     pub fn for_tests(handles: Vec<(SlotKind, SlotHandle)>) -> Self {
         let mut t = SlotTable::default();
-        for (index, (kind, handle)) in handles.into_iter().enumerate() {
-            let (base, irq) = transport_location(index);
-            let kind_index = t.of_kind(kind).count();
-            t.slots.push(Slot {
-                index,
-                kind,
-                kind_index,
-                base,
-                irq,
-                handle,
-                transport: None,
-            });
+        for (kind, handle) in handles {
+            t.push(kind, handle, None);
         }
         t
     }

@@ -97,12 +97,12 @@ def test_balloon_reclaims_a_linux_guests_idle_memory_and_gives_it_back(l1, vms):
     assert meminfo_mib(vm, "MemAvailable") < now
     shrunk = rss_mib(l1, vm)
     assert 950 < full - shrunk < 1100, (full, shrunk)
-    # Back to 2 GiB: the guest has its memory again and uses more than the balloon left it.
+    # Back to 2 GiB: the guest has its memory again, more than the balloon left it.
     events, r = q.execute("balloon", {"value": 2 * GIB})
     assert r == {"return": {}}
     until_changed_to(q, wait_actual(q, 2 * GIB), 2 * GIB)
     assert meminfo_mib(vm, "MemTotal") == total
-    assert vm.out("memhog touch 1200", timeout=300).startswith("touched 1200 MiB")
+    assert meminfo_mib(vm, "MemAvailable") > total - 128
     # The driver's statistics reach the operator.
     stats = q.execute("query-balloon-stats")[1]["return"]["stats"]
     assert abs(stats["stat-total-memory"] - total * MIB) < 32 * MIB, stats
@@ -125,7 +125,18 @@ def test_deflate_on_oom_gives_a_guest_under_pressure_its_pages_back(l1, vms):
         assert alive, f"memhog died: {vm.out('cat /tmp/hog.out; dmesg | tail -5; true')}"
         assert time.monotonic() < deadline, vm.out("cat /tmp/hog.out; true")
         time.sleep(2)
-    actual = q.execute("query-balloon")[1]["return"]["actual"]
+    # The OOM path may still be giving pages back: wait until the guest's memory holds still,
+    # then the last event carries it.
+    seen, r = q.execute("query-balloon")
+    events += seen
+    while True:
+        time.sleep(3)
+        seen, again = q.execute("query-balloon")
+        events += seen
+        if again == r:
+            break
+        r = again
+    actual = r["return"]["actual"]
     assert actual >= GIB + (hog - avail) * MIB, (actual, avail)
     events = until_changed_to(q, events, actual)
     dmesg = vm.out("dmesg")

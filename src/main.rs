@@ -99,8 +99,8 @@ fn log_config(cfg: &VmConfig) {
         })
         .collect();
     log::info!(
-        "config: disks [{}], balloon {}, initrd {}, qmp {}, serial {}, seccomp {}, daemon {}, \
-         pidfile {}, guest memory in core dumps {}, pid {}",
+        "config: disks [{}], balloon {}, initrd {}, qmp {}, console {}, serial {}, seccomp {}, \
+         daemon {}, pidfile {}, guest memory in core dumps {}, pid {}",
         disks.join(" "),
         cfg.balloon.as_ref().map_or("none".into(), |b| format!(
             "yes (deflate-on-oom {}, free-page-reporting {})",
@@ -114,6 +114,9 @@ fn log_config(cfg: &VmConfig) {
         cfg.qmp
             .as_ref()
             .map_or("none".into(), |q| q.path.display().to_string()),
+        cfg.console
+            .as_ref()
+            .map_or("none".into(), |c| c.socket_path.display().to_string()),
         if cfg.serial.as_ref().is_some_and(|s| s.stdio) {
             "stdio"
         } else {
@@ -153,9 +156,6 @@ fn refuse_unsupported(cfg: &VmConfig) -> Result<(), String> {
     let not_yet = |what: &str| Err(format!("{what} is not supported yet"));
     if !cfg.nets.is_empty() {
         return not_yet("-netdev (virtio-net)");
-    }
-    if cfg.console.is_some() {
-        return not_yet("-chardev (virtio-console)");
     }
     if cfg.vsock.is_some() {
         return not_yet("-device vhost-vsock-device");

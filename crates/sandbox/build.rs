@@ -18,7 +18,9 @@ use std::fmt::Write as _;
 const POLICY: &str = "seccomp/x86_64.json";
 const MISMATCH_ENV: &str = "SV_SECCOMP_MISMATCH";
 /// The thread kinds the runtime knows (src/seccomp/mod.rs).
-const KINDS: [&str; 6] = ["main", "vcpu", "qmp", "blk", "migrate", "balloon"];
+const KINDS: [&str; 7] = [
+    "main", "vcpu", "qmp", "blk", "console", "migrate", "balloon",
+];
 
 /// `_IOC(dir, type, nr, size)` on x86_64.
 const fn ioc(dir: u64, ty: u64, nr: u64, size: u64) -> u64 {
@@ -106,6 +108,9 @@ fn constants() -> BTreeMap<&'static str, u64> {
         // send flags.
         ("MSG_DONTWAIT", 0x40),
         ("MSG_NOSIGNAL", 0x4000),
+        // accept4 flags.
+        ("SOCK_NONBLOCK", 0o4000),
+        ("SOCK_CLOEXEC", 0o2000000),
         // getrandom flags.
         ("GRND_NONBLOCK", 1),
         ("GRND_INSECURE", 4),

@@ -23,6 +23,7 @@ mod smp;
 mod system;
 mod virtio_balloon;
 mod virtio_blk;
+mod virtio_console;
 mod virtio_mmio;
 
 use testkernel::bootinfo::CMDLINE_MAX;
@@ -97,6 +98,7 @@ extern "C" fn kmain(protocol: u64, info: u64) -> ! {
     serial::enable_rx_irq();
     virtio_blk::init(cmdline);
     virtio_balloon::init(cmdline, memmap);
+    virtio_console::init(cmdline);
 
     let usable = e820::usable_bytes(memmap);
     let virtio = virtio_mmio::devices().len() as u64;

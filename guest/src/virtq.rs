@@ -55,6 +55,17 @@ pub fn negotiate(offered: u64, event_idx: bool) -> Option<u64> {
     (offered & bit(feature::VERSION_1) != 0).then_some(offered & want)
 }
 
+/// The features the console driver accepts out of `offered`: `VERSION_1` and, if `event_idx`,
+/// `RING_EVENT_IDX`; never the size, multiport or emergency-write features (port 0 only, on
+/// receiveq 0 and transmitq 1). `None` when the device is not modern.
+pub fn negotiate_console(offered: u64, event_idx: bool) -> Option<u64> {
+    let mut want = bit(feature::VERSION_1);
+    if event_idx {
+        want |= bit(feature::RING_EVENT_IDX);
+    }
+    (offered & bit(feature::VERSION_1) != 0).then_some(offered & want)
+}
+
 /// Descriptor flags.
 pub mod desc_flags {
     /// The chain continues at `next`.
@@ -265,6 +276,21 @@ mod tests {
         let acked = negotiate(offered, false).unwrap();
         assert_eq!(acked & bit(feature::RING_EVENT_IDX), 0);
         assert_eq!(negotiate(offered & !bit(feature::VERSION_1), true), None);
+    }
+
+    #[test]
+    fn console_negotiation_takes_no_port_features() {
+        // SIZE, MULTIPORT, EMERG_WRITE (bits 0-2), as QEMU's virtio-serial offers them.
+        let offered = bit(feature::VERSION_1) | bit(feature::RING_EVENT_IDX) | 0b111;
+        assert_eq!(
+            negotiate_console(offered, true),
+            Some(bit(feature::VERSION_1) | bit(feature::RING_EVENT_IDX))
+        );
+        assert_eq!(
+            negotiate_console(offered, false),
+            Some(bit(feature::VERSION_1))
+        );
+        assert_eq!(negotiate_console(0b111, true), None);
     }
 
     #[test]

@@ -5,9 +5,12 @@ Boot: process spawn to the guest's READY line, and VMM resident memory after REA
 guest RAM. QMP: query-status round trips on one connection and with 10 concurrent clients.
 Block I/O: the test kernel's `blk bench` (4 KiB reads and writes at queue depth 1 and 32, O_DIRECT
 and page cache): requests per second and VMM CPU time per request (`--blk-only` runs just that).
+Console: the test kernel's `con bench` (guest to host, 4 KiB and 64-byte buffers) against QEMU's
+virtconsole on a socket chardev: bytes per second that reach the client, bytes lost, notifications
+per MiB (`--console-only` runs just that).
 Balloon: 1 GiB into and out of the balloon of the test kernel's driver (tests/bench/balloon.py;
-`--balloon-only` runs just that). Runs alternate between the two VMMs so drift hits both alike.
-Prints medians and ratios.
+`--balloon-only` runs just that).
+Runs alternate between the two VMMs so drift hits both alike. Prints medians and ratios.
 """
 import argparse
 import json
@@ -20,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -356,6 +360,134 @@ def blk_section(requests, reps):
         print_blk(res, direct, requests, reps)
 
 
+# -- console ---------------------------------------------------------------------------------
+# The test kernel's `con bench <bytes> <chunk>` (docs/testkernel.md) keeps up to 64 buffers of
+# <chunk> bytes on the transmitq, one notification per batch. A client of the console socket
+# reads as fast as it can; the figure is the bytes it got per second, from sending the command
+# to the last byte (or to the guest's OK when bytes went missing).
+
+CONSOLE_CASES = ((4096, 16 << 20), (64, 1 << 20))
+
+
+def stratovirt_console_cmd(sock):
+    return stratovirt_cmd(1, 128) + ["-chardev", f"socket,id=con0,path={sock},server,nowait",
+                                     "-device", "virtconsole,chardev=con0"]
+
+
+def qemu_console_cmd(sock):
+    cmd = qemu_cmd(1, 128)
+    # As for the disks: the modern transport, named on the kernel command line.
+    cmd[cmd.index("microvm")] = "microvm,acpi=off"
+    return cmd + ["-global", "virtio-mmio.force-legacy=false", "-device", "virtio-serial-device",
+                  "-chardev", f"socket,id=con0,path={sock},server=on,wait=off",
+                  "-device", "virtconsole,chardev=con0"]
+
+
+class ConsoleReader:
+    """Reads a console socket in a thread, counting bytes and when the last one came."""
+
+    def __init__(self, path):
+        wait_socket(path)
+        self.s = socket.socket(socket.AF_UNIX)
+        self.s.connect(path)
+        self.total = 0
+        self.last = time.perf_counter()
+        self.cond = threading.Condition()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while True:
+            try:
+                n = len(self.s.recv(1 << 20))
+            except OSError:
+                n = 0
+            if n == 0:
+                return
+            with self.cond:
+                self.total += n
+                self.last = time.perf_counter()
+                self.cond.notify_all()
+
+    def wait_for(self, n, timeout):
+        """Waits until `n` bytes in all have come, or `timeout` seconds without any."""
+        with self.cond:
+            while self.total < n:
+                before = self.total
+                self.cond.wait(timeout)
+                if self.total == before:
+                    return
+
+    def close(self):
+        self.s.close()
+
+
+def console_run(shell, pid, reader, nbytes, chunk):
+    """One `con bench`: (bytes/s that reached the client, bytes lost, guest kicks, guest irqs,
+    I/O CPU us per MiB of the non-vCPU threads)."""
+    with reader.cond:
+        base = reader.total
+    io0, t0 = io_cpu_seconds(pid), time.perf_counter()
+    lines = shell.cmd(f"con bench {nbytes} {chunk}")
+    ok_at = time.perf_counter()
+    reader.wait_for(base + nbytes, 1.0)
+    io1 = io_cpu_seconds(pid)
+    kv = dict(w.split("=", 1) for w in lines[-2].split() if "=" in w)
+    if int(kv["bytes"]) != nbytes:
+        raise RuntimeError(f"unexpected bench reply {lines}")
+    with reader.cond:
+        got, last = reader.total - base, reader.last
+    end = last if got == nbytes else max(last, ok_at)
+    mib = nbytes / (1 << 20)
+    return (got / (end - t0), nbytes - got, int(kv["kicks"]) / mib, int(kv["irqs"]) / mib,
+            (io1 - io0) * 1e6 / mib)
+
+
+def bench_console(reps):
+    res = {(vmm, chunk): [] for vmm in ("stratovirt", "qemu") for chunk, _ in CONSOLE_CASES}
+    with tempfile.TemporaryDirectory() as d:
+        vms = {}
+        try:
+            for vmm, build in (("stratovirt", stratovirt_console_cmd), ("qemu", qemu_console_cmd)):
+                sock = os.path.join(d, f"{vmm}.sock")
+                p, _ = boot_until_ready(build(sock))
+                vms[vmm] = (p, SerialShell(p), ConsoleReader(sock))
+            time.sleep(0.3)  # each console takes its client
+            for vmm, (p, sh, r) in vms.items():  # warm-up
+                console_run(sh, p.pid, r, 1 << 20, 4096)
+            for _ in range(reps):
+                for chunk, nbytes in CONSOLE_CASES:
+                    for vmm, (p, sh, r) in vms.items():
+                        res[(vmm, chunk)].append(console_run(sh, p.pid, r, nbytes, chunk))
+        finally:
+            for p, _, r in vms.values():
+                r.close()
+                stop(p)
+    return res
+
+
+def print_console(res, reps):
+    print(f"# console: guest to host, `con bench` ({', '.join(f'{n >> 20} MiB in {c}-byte buffers' for c, n in CONSOLE_CASES)}), "
+          f"{reps} alternating runs, medians; QEMU: virtio-serial-device + virtconsole on a socket chardev")
+    print("  MiB/s = bytes the client got per second; lost = bytes that never reached it; kicks, irqs and I/O CPU per MiB")
+    print(f"{'':10s}{'stratovirt':>44s}{'qemu':>44s}   sv/qemu")
+    print(f"{'':10s}{'MiB/s    lost  kicks   irqs  I/O us':>44s}{'MiB/s    lost  kicks   irqs  I/O us':>44s}   MiB/s")
+    for chunk, _ in CONSOLE_CASES:
+        row = []
+        for vmm in ("stratovirt", "qemu"):
+            x = res[(vmm, chunk)]
+            med = [statistics.median(v[i] for v in x) for i in range(5)]
+            row.append(med)
+        (s, q) = row
+        print(f"chunk={chunk:<5d}"
+              f"{s[0] / (1 << 20):16.1f} {s[1]:8.0f} {s[2]:6.0f} {s[3]:6.0f} {s[4]:7.0f}"
+              f"{q[0] / (1 << 20):16.1f} {q[1]:8.0f} {q[2]:6.0f} {q[3]:6.0f} {q[4]:7.0f}"
+              f"   {s[0] / q[0]:6.2f}x")
+
+
+def console_section(reps):
+    print_console(bench_console(reps), reps)
+
+
 def pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -370,6 +502,8 @@ def main():
     ap.add_argument("--blk-requests", type=int, default=4000)
     ap.add_argument("--blk-runs", type=int, default=3)
     ap.add_argument("--blk-only", action="store_true", help="only the block I/O section")
+    ap.add_argument("--console-runs", type=int, default=5)
+    ap.add_argument("--console-only", action="store_true", help="only the console section")
     ap.add_argument("--balloon-runs", type=int, default=5)
     ap.add_argument("--balloon-only", action="store_true", help="only the balloon section")
     a = ap.parse_args()
@@ -379,6 +513,9 @@ def main():
     import balloon  # noqa: E402  (imports this module for its helpers)
     if a.blk_only:
         blk_section(a.blk_requests, a.blk_runs)
+        return
+    if a.console_only:
+        console_section(a.console_runs)
         return
     if a.balloon_only:
         balloon.section(a.balloon_runs)
@@ -407,6 +544,7 @@ def main():
           f"10 clients {s['many_rate']/qq['many_rate']:.2f}x")
 
     blk_section(a.blk_requests, a.blk_runs)
+    console_section(a.console_runs)
     balloon.section(a.balloon_runs)
 
 

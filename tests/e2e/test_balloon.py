@@ -409,3 +409,21 @@ def test_json_configuration_and_command_line_errors(tmp_path):
         p = subprocess.run(stratovirt_cmd(extra=extra), capture_output=True, text=True, timeout=10)
         assert p.returncode == 1
         assert p.stderr.strip() == f"stratovirt: {err}", p.stderr
+
+
+def test_a_console_and_a_balloon_are_the_two_other_devices(tmp_path):
+    """Both fit beside the disks (the console's slot first, then the balloon's) and both work."""
+    con = tmp_path / "con.sock"
+    vm, q, log = balloon_vm(tmp_path, mem=256, extra=[
+        "-chardev", f"socket,id=con0,path={con},server,nowait", "-device", "virtconsole,chardev=con0"])
+    try:
+        assert "state=ready" in vm.cmd_ok("con info")[0]
+        assert info(vm)["state"] == "ready"
+        q.execute("balloon", {"value": 192 * MIB})
+        wait_actual(q, 192 * MIB)
+        text = log.read_text()
+        con_slot = int(re.search(r"console con0 on socket .* in slot (\d+)", text).group(1))
+        balloon_slot = int(re.search(r"balloon in slot (\d+)", text).group(1))
+        assert balloon_slot == con_slot + 1, text
+    finally:
+        vm.kill()

@@ -185,6 +185,18 @@ def test_every_thread_is_filtered(tmp_path):
         vm.kill()
 
 
+def test_the_console_thread_is_filtered(tmp_path):
+    con = tmp_path / "con.sock"
+    vm, _ = boot(stratovirt_cmd(extra=["-chardev", f"socket,id=c0,path={con},server,nowait",
+                                       "-device", "virtconsole,chardev=c0"]))
+    try:
+        t = wait_threads(vm.proc.pid, ["stratovirt", "vcpu0", "console"])
+        assert t["console"] == 2, t
+        assert all(mode == 2 for name, mode in t.items() if not kernel_worker(name)), t
+    finally:
+        vm.kill()
+
+
 def test_disable_seccomp_leaves_threads_unfiltered(tmp_path):
     sock = tmp_path / "vm.sock"
     img = disk(tmp_path)

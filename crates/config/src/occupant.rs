@@ -31,6 +31,8 @@ pub(crate) enum Occupant {
     InUse(Option<u32>),
     /// Something that is not what the VMM would leave (a directory, a file at a socket path).
     Other(String),
+    /// Nothing, but it cannot be created there: the reason names the directory.
+    NoDirectory(String),
 }
 
 /// Looks at `path` for what it should become; tests substitute their own.
@@ -40,7 +42,11 @@ pub(crate) type Probe = fn(&Path, Want) -> Occupant;
 pub(crate) fn probe_path(path: &Path, want: Want) -> Occupant {
     let meta = match path.symlink_metadata() {
         Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Occupant::Nothing,
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
+            return directory_of(path)
+        }
         Err(e) => return Occupant::Other(format!("cannot be looked at: {e}")),
     };
     let kind = meta.file_type();
@@ -49,6 +55,23 @@ pub(crate) fn probe_path(path: &Path, want: Want) -> Occupant {
         Want::Socket => Occupant::Other("is not a socket".into()),
         Want::Pidfile if kind.is_file() => probe_pidfile(path),
         Want::Pidfile => Occupant::Other("is not a regular file".into()),
+    }
+}
+
+/// Whether a file can be created at `path`, which does not exist: its directory must.
+fn directory_of(path: &Path) -> Occupant {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let d = crate::error::quote(&dir.to_string_lossy());
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Occupant::Nothing,
+        Ok(_) => Occupant::NoDirectory(format!("{d} is not a directory")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Occupant::NoDirectory(format!("directory {d} does not exist"))
+        }
+        Err(e) => Occupant::NoDirectory(format!("directory {d} cannot be looked at: {e}")),
     }
 }
 
@@ -201,6 +224,28 @@ mod tests {
         assert!(matches!(probe_path(&p, Want::Pidfile), Occupant::Stale(_)));
         assert!(matches!(probe_path(&p, Want::Socket), Occupant::Other(_)));
         std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn a_path_in_a_missing_directory_says_which() {
+        let dir = scratch("no-dir");
+        let _ = std::fs::remove_dir(&dir);
+        let p = dir.join("vm.sock");
+        assert_eq!(
+            probe_path(&p, Want::Socket),
+            Occupant::NoDirectory(format!("directory `{}` does not exist", dir.display()))
+        );
+        std::fs::write(&dir, "").unwrap();
+        assert_eq!(
+            probe_path(&p, Want::Pidfile),
+            Occupant::NoDirectory(format!("`{}` is not a directory", dir.display()))
+        );
+        std::fs::remove_file(&dir).unwrap();
+        // A bare name is in the current directory, which exists.
+        assert_eq!(
+            probe_path(Path::new("sv-occupant-surely-absent.sock"), Want::Socket),
+            Occupant::Nothing
+        );
     }
 
     #[test]

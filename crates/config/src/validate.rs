@@ -88,6 +88,7 @@ fn occupied(key: String, what: &str, path: &Path, occupant: Occupant) -> Result<
         Occupant::Other(reason) => {
             format!("{what} {p} already exists and {reason} (choose another path)")
         }
+        Occupant::NoDirectory(reason) => format!("{what} {p} cannot be created: {reason}"),
     };
     Err(ConfigError::invalid(key, why))
 }

@@ -7,9 +7,10 @@
 use crate::hotplug::SlotHandle;
 use crate::slots::{SlotKind, SlotTable, DISK_SLOTS};
 use crate::snapshot::SlotState;
-use config::{BalloonConfig, DriveConfig};
+use config::{BalloonConfig, ConsoleConfig, DriveConfig};
 use devices::virtio::balloon::{Balloon, BalloonHandle};
 use devices::virtio::block::{Block, BlockBackend, BlockDiskState};
+use devices::virtio::console::{Console, ConsoleSocket};
 use devices::virtio::DeviceState;
 use devices::Bus;
 use kvm_ioctls::VmFd;
@@ -59,10 +60,7 @@ fn check_disk(index: usize, drive: Option<&DriveConfig>, saved: &SlotState) -> R
             saved.kind
         ));
     }
-    // Irrefutable only while disks are the one kind of device that can be saved.
-    #[allow(irrefutable_let_patterns)]
-    let DeviceState::Block(b) = &saved.transport.device
-    else {
+    let DeviceState::Block(b) = &saved.transport.device else {
         return Err(format!("slot {index}: the snapshot's device is not a disk"));
     };
     let (Some(d), Some(s)) = (drive, &b.disk) else {
@@ -169,6 +167,57 @@ pub fn attach_disk_slots(
         ids.push(drive.map(|d| d.id.clone()));
     }
     Ok(ids)
+}
+
+/// Creates the console's socket (mode 0600; removed on every exit path from here on) and puts
+/// the virtio-console in the next slot; its `console` thread serves the socket from now on, so
+/// a client may connect before the guest starts. At a restore (`restore` is the snapshot's
+/// slot) the device gets the output it had buffered and the transport its saved state; the
+/// socket is the one configured now (a clone has its own). Returns the device id.
+pub fn attach_console(
+    table: &mut SlotTable,
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    mmio: &mut Bus,
+    console: &ConsoleConfig,
+    restore: Option<&SlotState>,
+) -> Result<String, String> {
+    let index = table.slots().len();
+    let saved = match restore.map(|s| (s, &s.transport.device)) {
+        None => None,
+        Some((s, DeviceState::Console(c))) if s.kind == "fixed" => Some((s, c)),
+        Some((s, _)) => {
+            return Err(format!(
+                "slot {index} holds a {} device of type {} in the snapshot, the console in the configuration",
+                s.kind, s.transport.device_type
+            ))
+        }
+    };
+    let socket = ConsoleSocket::bind(&console.socket_path).map_err(|e| e.to_string())?;
+    let file = socket.file();
+    sandbox::last_resort::unlink_on_abort(file.path());
+    crate::cleanup::on_exit(move || file.remove());
+    let device =
+        Console::new(socket).map_err(|e| format!("cannot start the console thread: {e}"))?;
+    if let Some((_, state)) = saved {
+        device.restore_state(state).map_err(|e| e.to_string())?;
+    }
+    let slot = table.attach(
+        vm,
+        mem,
+        mmio,
+        SlotKind::Fixed,
+        Box::new(device),
+        SlotHandle::Fixed,
+        saved.map(|(s, _)| &s.transport),
+    )?;
+    log::info!(
+        "console {} on socket {} in slot {} (hvc0)",
+        console.id,
+        console.socket_path.display(),
+        slot.index
+    );
+    Ok(console.id.clone())
 }
 
 /// Puts the memory balloon in the next slot (after the disk and NIC slots) and starts its

@@ -276,19 +276,39 @@ fn attach_devices(
     .map_err(|e| dev_err("pvpanic", &e))?;
     let mut mmio = Bus::new();
     let mut slots = SlotTable::default();
-    let attach_err = |e: String| match restore {
+    let step_err = |e| match restore {
         Some(_) => MachineError::Snapshot(e),
         None => MachineError::Device(e),
     };
-    let saved = restore.map(|s| s.slots.as_slice());
-    let mut slot_ids =
-        crate::attach::attach_disk_slots(&mut slots, vm, mem, &mut mmio, &cfg.drives, saved)
-            .map_err(attach_err)?;
-    // The devices besides disks and NICs come after their slots.
+    let mut slot_ids = crate::attach::attach_disk_slots(
+        &mut slots,
+        vm,
+        mem,
+        &mut mmio,
+        &cfg.drives,
+        restore.map(|s| s.slots.as_slice()),
+    )
+    .map_err(step_err)?;
+    // The other devices after the disk and NIC slots.
+    if let Some(console) = &cfg.console {
+        let saved = match restore {
+            Some(state) => Some(state.slots.get(slots.slots().len()).ok_or_else(|| {
+                MachineError::Snapshot(format!(
+                    "the snapshot has {} virtio devices and no console",
+                    state.slots.len()
+                ))
+            })?),
+            None => None,
+        };
+        let id = crate::attach::attach_console(&mut slots, vm, mem, &mut mmio, console, saved)
+            .map_err(step_err)?;
+        slot_ids.push(Some(id));
+    }
     let balloon = match &cfg.balloon {
         Some(b) => {
+            let saved = restore.map(|s| s.slots.as_slice());
             let handle = crate::attach::attach_balloon(&mut slots, vm, mem, &mut mmio, b, saved)
-                .map_err(attach_err)?;
+                .map_err(step_err)?;
             slot_ids.push(b.id.clone());
             Some(handle)
         }

@@ -3,11 +3,10 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -36,52 +35,25 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// run there) and call [`cleanup`](Self::cleanup).
 #[derive(Clone, Debug)]
 pub struct SocketGuard {
-    inner: Arc<GuardInner>,
-}
-
-#[derive(Debug)]
-struct GuardInner {
-    path: PathBuf,
-    dev: u64,
-    ino: u64,
-    done: AtomicBool,
+    file: sandbox::private::SocketFile,
 }
 
 impl SocketGuard {
     fn new(path: &Path) -> io::Result<Self> {
-        let meta = std::fs::symlink_metadata(path)?;
         Ok(SocketGuard {
-            inner: Arc::new(GuardInner {
-                path: path.to_path_buf(),
-                dev: meta.dev(),
-                ino: meta.ino(),
-                done: AtomicBool::new(false),
-            }),
+            file: sandbox::private::SocketFile::new(path)?,
         })
     }
 
     /// The socket's path.
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        self.file.path()
     }
 
     /// Remove the socket file if it is still the one this server created.
     /// Idempotent; safe to call from any thread.
     pub fn cleanup(&self) {
-        if self.inner.done.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        match std::fs::symlink_metadata(&self.inner.path) {
-            Ok(m) if m.dev() == self.inner.dev && m.ino() == self.inner.ino => {
-                if let Err(e) = std::fs::remove_file(&self.inner.path) {
-                    log::warn!(
-                        "failed to remove QMP socket {}: {e}",
-                        self.inner.path.display()
-                    );
-                }
-            }
-            _ => {}
-        }
+        self.file.remove();
     }
 }
 

@@ -4,9 +4,11 @@
 //! and controls who reaches it through the socket's directory (see docs/security.md).
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// The mode of every socket the VMM creates.
 pub const SOCKET_MODE: u32 = 0o600;
@@ -26,6 +28,60 @@ pub fn bind_private_socket(path: &Path) -> io::Result<UnixListener> {
         return Err(e);
     }
     Ok(listener)
+}
+
+/// A socket file this process created, to remove on the exit path (which leaves through
+/// `std::process::exit`, so destructors do not run there): [`remove`](Self::remove) unlinks it
+/// only if the path still names the same file (device and inode), so a socket someone put in
+/// its place after ours was removed is left alone. Clones share one removal.
+#[derive(Clone, Debug)]
+pub struct SocketFile {
+    inner: Arc<SocketFileInner>,
+}
+
+#[derive(Debug)]
+struct SocketFileInner {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    removed: AtomicBool,
+}
+
+impl SocketFile {
+    /// Remembers the file now at `path` (just bound by this process).
+    pub fn new(path: &Path) -> io::Result<Self> {
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(SocketFile {
+            inner: Arc::new(SocketFileInner {
+                path: path.to_path_buf(),
+                dev: meta.dev(),
+                ino: meta.ino(),
+                removed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Removes the socket file if it is still the one this process created. Idempotent; safe
+    /// to call from any thread.
+    pub fn remove(&self) {
+        if self.inner.removed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let path = &self.inner.path;
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.dev() == self.inner.dev && m.ino() == self.inner.ino => {
+                if let Err(e) = std::fs::remove_file(path) {
+                    log::warn!("failed to remove socket {}: {e}", path.display());
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -50,5 +106,27 @@ mod tests {
             assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, SOCKET_MODE);
             std::fs::remove_file(&p).unwrap();
         }
+    }
+
+    #[test]
+    fn a_socket_file_is_removed_once_and_only_if_still_ours() {
+        let p = std::env::temp_dir().join(format!("sv-private-{}-guard.sock", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        let l = bind_private_socket(&p).unwrap();
+        let file = SocketFile::new(&p).unwrap();
+        assert_eq!(file.path(), p);
+        file.clone().remove();
+        assert!(!p.exists());
+        // Another socket at the path afterwards is not ours to remove.
+        drop(l);
+        let _l2 = bind_private_socket(&p).unwrap();
+        file.remove();
+        assert!(p.exists());
+        let other = SocketFile::new(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, "").unwrap();
+        other.remove();
+        assert!(p.exists(), "a different file at the path is left alone");
+        std::fs::remove_file(&p).unwrap();
     }
 }

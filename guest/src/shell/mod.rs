@@ -8,6 +8,7 @@
 mod balloon;
 mod basic;
 mod blk;
+mod con;
 pub(crate) mod mem;
 mod power;
 
@@ -32,6 +33,7 @@ const GROUPS: &[&[Command]] = &[
     mem::COMMANDS,
     blk::COMMANDS,
     balloon::COMMANDS,
+    con::COMMANDS,
     power::COMMANDS,
 ];
 

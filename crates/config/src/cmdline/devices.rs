@@ -195,6 +195,15 @@ impl Devices {
         } else if driver == CONSOLE_DRIVER {
             let target = required(&mut s, "chardev")?;
             s.take("id")?;
+            // The port number: the console is port 0, the only one.
+            if let Some(nr) = s.take_u64("nr")? {
+                if nr != 0 {
+                    return Err(ConfigError::invalid(
+                        opt,
+                        format!("nr={nr} is not supported (the console is port 0, the only port)"),
+                    ));
+                }
+            }
             s.finish()?;
             self.consoles.push(Reference {
                 target,
@@ -620,6 +629,19 @@ mod tests {
             .starts_with("-device: unknown key `bus`"));
         d.device("-device", "virtio-serial-device").unwrap();
         d.device("-device", "virtio-serial-device,id=ser0").unwrap();
+        d.device("-device", "virtconsole,chardev=c,id=con0,nr=0")
+            .unwrap();
+        assert_eq!(
+            d.device("-device", "virtconsole,chardev=c,nr=1")
+                .unwrap_err()
+                .to_string(),
+            "-device: nr=1 is not supported (the console is port 0, the only port)"
+        );
+        assert!(d
+            .device("-device", "virtconsole,chardev=c,nr=x")
+            .unwrap_err()
+            .to_string()
+            .contains("not a number"));
         d.device("-device", "vhost-vsock-device,guest-cid=5")
             .unwrap();
         assert_eq!(d.vsocks[0].0.id, DEFAULT_VSOCK_ID);

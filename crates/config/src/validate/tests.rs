@@ -349,14 +349,52 @@ fn existing_pidfile_is_refused_naming_its_process() {
 #[test]
 fn config_file_is_read_from_disk() {
     let t = TempPath::new("vm.json");
-    std::fs::write(&t.0, crate::json::tests::SEED_004_JSON).unwrap();
+    // The seed's console socket is in a directory that does not exist here: put it in one
+    // that does.
+    let sock = TempPath::new("console.socket");
+    let text = crate::json::tests::SEED_004_JSON.replace("/path/to/console.socket", sock.s());
+    std::fs::write(&t.0, &text).unwrap();
+    let mut want = crate::json::tests::seed_004_vm();
+    want.console.as_mut().unwrap().socket_path = sock.0.clone();
     match parse_real(&["-config", t.s()]).unwrap() {
-        crate::Action::Run(cfg) => assert_eq!(*cfg, crate::json::tests::seed_004_vm()),
+        crate::Action::Run(cfg) => assert_eq!(*cfg, want),
         other => panic!("{other:?}"),
     }
+    assert_eq!(crate::parse_json_config(&text).unwrap(), want);
+    // As written in the seed, the missing directory is named.
     assert_eq!(
-        crate::parse_json_config(crate::json::tests::SEED_004_JSON).unwrap(),
-        crate::json::tests::seed_004_vm()
+        crate::parse_json_config(crate::json::tests::SEED_004_JSON)
+            .unwrap_err()
+            .to_string(),
+        "console.socket_path: socket path `/path/to/console.socket` cannot be created: directory `/path/to` does not exist"
+    );
+}
+
+#[test]
+fn a_socket_or_pidfile_in_a_missing_directory_is_refused_naming_it() {
+    let dir = TempPath::new("no-such-dir");
+    let p = format!("{}/vm.sock", dir.s());
+    let why = |what: &str| {
+        format!(
+            "{what} `{p}` cannot be created: directory `{}` does not exist",
+            dir.s()
+        )
+    };
+    for (opt, val) in [
+        ("-qmp", format!("unix:{p},server,nowait")),
+        ("-chardev", format!("socket,id=c,path={p},server,nowait")),
+        ("-chardev", format!("id=c,path={p}")),
+    ] {
+        let e = parse_real(&["-kernel", "/k", opt, &val]).unwrap_err();
+        assert_eq!(e, format!("{opt}: {}", why("socket path")));
+    }
+    let e = parse_real(&["-kernel", "/k", "-pidfile", &p, "-daemonize"]).unwrap_err();
+    assert_eq!(e, format!("-pidfile: {}", why("pidfile")));
+    let long = format!("/tmp/{}.sock", "x".repeat(110));
+    let e = parse_real(&["-kernel", "/k", "-chardev", &format!("id=c,path={long}")]).unwrap_err();
+    assert_eq!(
+        e,
+        "-chardev: socket path is 120 bytes long, the limit is 107"
     );
 }
 

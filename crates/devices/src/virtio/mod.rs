@@ -6,9 +6,10 @@
 //!   when the driver sets DRIVER_OK.
 //! - [`Interrupt`] (`interrupt.rs`): the interrupt status register and the irqfd, shared by the
 //!   transport (which the guest acknowledges through) and the device (which raises it).
-//! - [`VirtioDevice`] (`device.rs`): what a device (block, and later net, console, balloon)
+//! - [`VirtioDevice`] (`device.rs`): what a device (block, console, and later net, balloon)
 //!   implements to plug into the transport.
 //! - [`block`]: virtio-blk on raw image files.
+//! - [`console`]: virtio-console (port 0, the guest's hvc0) on a Unix socket.
 //!
 //! Wiring one block slot into a machine (guest memory `mem`, window at `base`, GSI `irq`):
 //! ```text
@@ -29,6 +30,7 @@
 pub mod balloon;
 pub mod block;
 mod cmdline;
+pub mod console;
 mod device;
 mod interrupt;
 mod mmio;

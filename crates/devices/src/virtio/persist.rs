@@ -31,6 +31,7 @@ impl QueuePosition {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DeviceState {
     Block(super::block::BlockState),
+    Console(super::console::ConsoleState),
 }
 
 /// What a device gives a snapshot: its state and, while started, its queues' positions (with

@@ -27,6 +27,8 @@ pub enum ThreadKind {
     Qmp,
     /// `blk<N>`: one virtio-blk disk's I/O.
     Blk,
+    /// `console`: the virtio-console's socket and queues.
+    Console,
     /// `migrate`: writing a snapshot (QMP `migrate`) while QMP keeps answering.
     Migrate,
     /// `balloon`: the virtio-balloon's queues, releasing guest pages, its QMP events.
@@ -34,11 +36,12 @@ pub enum ThreadKind {
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 6] = [
+    pub const ALL: [ThreadKind; 7] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::Qmp,
         ThreadKind::Blk,
+        ThreadKind::Console,
         ThreadKind::Migrate,
         ThreadKind::Balloon,
     ];
@@ -50,6 +53,7 @@ impl ThreadKind {
             ThreadKind::Vcpu => "vcpu",
             ThreadKind::Qmp => "qmp",
             ThreadKind::Blk => "blk",
+            ThreadKind::Console => "console",
             ThreadKind::Migrate => "migrate",
             ThreadKind::Balloon => "balloon",
         }
@@ -62,6 +66,7 @@ impl ThreadKind {
             ThreadKind::Vcpu => generated::SYSCALLS_VCPU,
             ThreadKind::Qmp => generated::SYSCALLS_QMP,
             ThreadKind::Blk => generated::SYSCALLS_BLK,
+            ThreadKind::Console => generated::SYSCALLS_CONSOLE,
             ThreadKind::Migrate => generated::SYSCALLS_MIGRATE,
             ThreadKind::Balloon => generated::SYSCALLS_BALLOON,
         }
@@ -74,6 +79,7 @@ impl ThreadKind {
             ThreadKind::Vcpu => (generated::ALLOW_VCPU, generated::ERRNO_VCPU),
             ThreadKind::Qmp => (generated::ALLOW_QMP, generated::ERRNO_QMP),
             ThreadKind::Blk => (generated::ALLOW_BLK, generated::ERRNO_BLK),
+            ThreadKind::Console => (generated::ALLOW_CONSOLE, generated::ERRNO_CONSOLE),
             ThreadKind::Migrate => (generated::ALLOW_MIGRATE, generated::ERRNO_MIGRATE),
             ThreadKind::Balloon => (generated::ALLOW_BALLOON, generated::ERRNO_BALLOON),
         }

@@ -144,6 +144,32 @@ fn ioctl_requests_are_checked() {
 }
 
 #[test]
+fn the_console_accepts_clients_only_non_blocking_and_close_on_exec() {
+    use std::os::fd::AsRawFd;
+    let path = std::env::temp_dir().join(format!("sv-seccomp-con-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    // Two connections wait in the backlog for the child.
+    let _a = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let _b = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let fd = listener.as_raw_fd();
+    let (code, err) = filtered(ThreadKind::Console, move || {
+        let accept = |flags| {
+            // SAFETY: accept4 on a listening socket with null address pointers.
+            unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), flags) }
+        };
+        let c = accept(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+        say(&format!("accepted {}\n", c >= 0));
+        accept(0);
+    });
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(code, EXIT_CODE, "{err}");
+    assert!(err.starts_with("accepted true\n"), "{err}");
+    let want = format!("forbidden system call {}", libc::SYS_accept4);
+    assert!(err.contains(&want), "{err}");
+}
+
+#[test]
 fn executable_mappings_are_refused() {
     for kind in ThreadKind::ALL {
         let (code, err) = filtered(kind, || {
@@ -308,6 +334,8 @@ fn policy_constants_match_the_kernel_headers() {
         (libc::O_TMPFILE & !libc::O_DIRECTORY) as u64
     );
     assert_eq!(constant("MSG_NOSIGNAL"), libc::MSG_NOSIGNAL as u64);
+    assert_eq!(constant("SOCK_NONBLOCK"), libc::SOCK_NONBLOCK as u64);
+    assert_eq!(constant("SOCK_CLOEXEC"), libc::SOCK_CLOEXEC as u64);
     assert_eq!(constant("GRND_INSECURE"), libc::GRND_INSECURE as u64);
     assert_eq!(constant("SIGRTMIN"), libc::SIGRTMIN() as u64);
     let thread_flags = libc::CLONE_VM

@@ -92,6 +92,45 @@ fn console_spellings() {
 }
 
 #[test]
+fn kata_s_console_triple() {
+    let cfg = run_k(&[
+        "-device",
+        "virtio-serial-device,id=virtio-serial0",
+        "-chardev",
+        "socket,id=charconsole0,path=/run/kata/console.sock,server,nowait",
+        "-device",
+        "virtconsole,chardev=charconsole0,id=virtio-console0,nr=0",
+    ]);
+    assert_eq!(
+        cfg.console,
+        Some(ConsoleConfig {
+            id: "charconsole0".into(),
+            socket_path: "/run/kata/console.sock".into(),
+        })
+    );
+    assert_eq!(
+        err_k(&[
+            "-chardev",
+            "socket,id=c,path=/c.sock,server,nowait",
+            "-device",
+            "virtconsole,chardev=c,nr=1",
+        ]),
+        "-device: nr=1 is not supported (the console is port 0, the only port)"
+    );
+    assert_eq!(
+        err_k(&[
+            "-chardev",
+            "socket,id=c,path=/c.sock",
+            "-device",
+            "virtconsole,chardev=c",
+            "-device",
+            "virtconsole,chardev=c",
+        ]),
+        "-device: only one virtconsole is supported"
+    );
+}
+
+#[test]
 fn vsock_spellings() {
     for dev in [
         "vsock,id=vsock_id,guest-cid=3",

@@ -18,7 +18,9 @@ use std::fmt::Write as _;
 const POLICY: &str = "seccomp/x86_64.json";
 const MISMATCH_ENV: &str = "SV_SECCOMP_MISMATCH";
 /// The thread kinds the runtime knows (src/seccomp/mod.rs).
-const KINDS: [&str; 7] = ["main", "vcpu", "qmp", "blk", "net", "console", "migrate"];
+const KINDS: [&str; 8] = [
+    "main", "vcpu", "qmp", "blk", "net", "console", "migrate", "balloon",
+];
 
 /// `_IOC(dir, type, nr, size)` on x86_64.
 const fn ioc(dir: u64, ty: u64, nr: u64, size: u64) -> u64 {

@@ -250,6 +250,7 @@ struct Parts {
     panic: Arc<PanicNotifier>,
     slots: SlotTable,
     slot_ids: Vec<Option<BootDevice>>,
+    balloon: Option<devices::virtio::balloon::BalloonHandle>,
 }
 
 fn attach_devices(
@@ -304,6 +305,16 @@ fn attach_devices(
             .map_err(step_err)?;
         slot_ids.push(Some(BootDevice::same(&id)));
     }
+    let balloon = match &cfg.balloon {
+        Some(b) => {
+            let saved = restore.map(|s| s.slots.as_slice());
+            let handle = crate::attach::attach_balloon(&mut slots, vm, mem, &mut mmio, b, saved)
+                .map_err(step_err)?;
+            slot_ids.push(b.id.as_deref().map(BootDevice::same));
+            Some(handle)
+        }
+        None => None,
+    };
     if let Some(state) = restore {
         if state.slots.len() != slots.slots().len() {
             return Err(MachineError::Snapshot(format!(
@@ -320,6 +331,7 @@ fn attach_devices(
         panic,
         slots,
         slot_ids,
+        balloon,
     })
 }
 
@@ -349,6 +361,7 @@ fn assemble(
         panic,
         slots,
         slot_ids,
+        balloon,
     } = parts;
     let wiring = VcpuWiring {
         pio: Arc::new(pio),
@@ -384,6 +397,7 @@ fn assemble(
         slots,
         slot_ids,
         snapshot,
+        balloon,
     }))
 }
 

@@ -86,6 +86,7 @@ pub(crate) fn seed_004_vm() -> VmConfig {
             id: "vsock-123321132".into(),
             guest_cid: 4,
         }),
+        balloon: None,
         serial: Some(SerialConfig { stdio: true }),
         qmp: None,
         process: ProcessConfig {
@@ -187,7 +188,7 @@ fn serial_stdio_false_means_no_serial() {
 fn unknown_keys_are_named_with_their_path() {
     assert_eq!(
         err(&with(r#""bogus": 1"#)),
-        "-config: unknown key `bogus` (allowed: boot-source, machine-config, drive, net, console, vsock, serial)"
+        "-config: unknown key `bogus` (allowed: boot-source, machine-config, drive, net, console, vsock, balloon, serial)"
     );
     assert_eq!(
         err(&with(r#""machine-config": {"name": "a", "vcpu_count": 1, "mem_size": 134217728, "cpus": 1}"#)),
@@ -420,5 +421,38 @@ fn load_reports_unreadable_files() {
     assert_eq!(
         load("/nope.json", missing).unwrap_err().to_string(),
         "-config /nope.json: cannot read: No such file or directory"
+    );
+}
+
+#[test]
+fn balloon_section() {
+    let cfg = build(&with(r#""balloon": {}"#)).unwrap();
+    assert_eq!(cfg.balloon, Some(BalloonConfig::default()));
+    let cfg = build(&with(
+        r#""balloon": {"deflate_on_oom": true, "free_page_reporting": true}"#,
+    ))
+    .unwrap();
+    assert_eq!(
+        cfg.balloon,
+        Some(BalloonConfig {
+            id: None,
+            deflate_on_oom: true,
+            free_page_reporting: true
+        })
+    );
+    assert_eq!(build(MINIMAL).unwrap().balloon, None);
+    assert_eq!(build(&with(r#""balloon": null"#)).unwrap().balloon, None);
+    assert_eq!(
+        err(&with(r#""balloon": {"deflate_on_oom": "yes"}"#)),
+        "balloon.deflate_on_oom: expected true or false, got string `yes`"
+    );
+    assert!(err(&with(r#""balloon": {"size": 1}"#)).starts_with(
+        "-config: unknown key `balloon.size` (allowed: deflate_on_oom, free_page_reporting)"
+    ));
+    assert_eq!(
+        err(&with(
+            r#""balloon": {}, "vsock": {"vsock_id": "v", "guest_cid": 3}, "console": {"console_id": "c", "socket_path": "/nonexistent/c.sock"}"#
+        )),
+        "balloon: at most 2 devices besides disks and NICs are supported, got 3 (console, vsock and balloon count)"
     );
 }

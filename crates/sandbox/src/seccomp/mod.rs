@@ -33,10 +33,12 @@ pub enum ThreadKind {
     Console,
     /// `migrate`: writing a snapshot (QMP `migrate`) while QMP keeps answering.
     Migrate,
+    /// `balloon`: the virtio-balloon's queues, releasing guest pages, its QMP events.
+    Balloon,
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 7] = [
+    pub const ALL: [ThreadKind; 8] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::Qmp,
@@ -44,6 +46,7 @@ impl ThreadKind {
         ThreadKind::Net,
         ThreadKind::Console,
         ThreadKind::Migrate,
+        ThreadKind::Balloon,
     ];
 
     /// The kind's name in the policy file.
@@ -56,6 +59,7 @@ impl ThreadKind {
             ThreadKind::Net => "net",
             ThreadKind::Console => "console",
             ThreadKind::Migrate => "migrate",
+            ThreadKind::Balloon => "balloon",
         }
     }
 
@@ -69,6 +73,7 @@ impl ThreadKind {
             ThreadKind::Net => generated::SYSCALLS_NET,
             ThreadKind::Console => generated::SYSCALLS_CONSOLE,
             ThreadKind::Migrate => generated::SYSCALLS_MIGRATE,
+            ThreadKind::Balloon => generated::SYSCALLS_BALLOON,
         }
     }
 
@@ -82,6 +87,7 @@ impl ThreadKind {
             ThreadKind::Net => (generated::ALLOW_NET, generated::ERRNO_NET),
             ThreadKind::Console => (generated::ALLOW_CONSOLE, generated::ERRNO_CONSOLE),
             ThreadKind::Migrate => (generated::ALLOW_MIGRATE, generated::ERRNO_MIGRATE),
+            ThreadKind::Balloon => (generated::ALLOW_BALLOON, generated::ERRNO_BALLOON),
         }
     }
 }

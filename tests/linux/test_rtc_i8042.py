@@ -41,11 +41,11 @@ def test_probes_do_not_wait(vms):
     assert "serio: i8042 AUX port at 0x60,0x64 irq 12" in dmesg
     assert "rtc_cmos rtc_cmos: registered as rtc0" in dmesg
     assert "broken or not accessible" not in dmesg and "Can't read CTR" not in dmesg
-    # No line of either driver comes after a gap of more than 600 ms (a timeout's length).
+    # No line of either driver comes after a gap of more than 100 ms (the bound).
     for line in vm.out(GAPS).splitlines():
         gap, text = line.split(" ", 1)
         if DRIVER_LINE.search(text):
-            assert float(gap) < 0.6, f"{float(gap) * 1000:.0f} ms before: {text}"
+            assert float(gap) < 0.1, f"{float(gap) * 1000:.0f} ms before: {text}"
 
 
 def test_rtc_reads_the_host_date_and_keeps_what_the_guest_writes(l1, vms):

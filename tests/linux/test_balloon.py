@@ -137,7 +137,8 @@ def test_deflate_on_oom_gives_a_guest_under_pressure_its_pages_back(l1, vms):
             break
         r = again
     actual = r["return"]["actual"]
-    assert actual >= GIB + (hog - avail) * MIB, (actual, avail)
+    # MemAvailable only estimates what the guest could free: allow it 64 MiB either way.
+    assert actual >= GIB + (hog - avail - 64) * MIB, (actual, avail)
     events = until_changed_to(q, events, actual)
     dmesg = vm.out("dmesg")
     assert "invoked oom-killer" not in dmesg and "Out of memory" not in dmesg, dmesg[-2000:]

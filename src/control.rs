@@ -2,15 +2,23 @@
 
 use crate::migration::Migration;
 use config::{CpuTopology, VmConfig};
+use devices::virtio::balloon::BalloonHandle;
 use devices::virtio::net::{TapSource, VhostSource};
 use machine::hotplug::{slot_from_addr, BootDevice, DeviceProps, Hotplug, HotplugError};
 use machine::{SlotKind, SlotTable, VmExitReason, VmHandle, VmRunState};
+use qmp::balloon::{BalloonInfo, GuestStatsInfo};
 use qmp::block::{BlockdevAddArguments, DeviceAddArguments, BLOCK_DRIVERS};
 use qmp::net::{NetdevSpec, NetdevTap, NET_DRIVERS};
 use qmp::{CpuInfo, CpuInstanceProperties, HotpluggableCpu, QmpError, RunState, StatusInfo};
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// The least memory `balloon` leaves a guest: the smallest a VM may be configured with.
+const BALLOON_FLOOR: u64 = config::limits::MIN_MEM_SIZE;
+/// How long `query-balloon-stats` waits for the guest's fresh report.
+const STATS_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct VmController {
     vm: Arc<VmHandle>,
@@ -18,6 +26,7 @@ pub struct VmController {
     topology: CpuTopology,
     hotplug: Hotplug,
     migration: Arc<Migration>,
+    balloon: Option<BalloonHandle>,
 }
 
 impl VmController {
@@ -27,6 +36,7 @@ impl VmController {
         vm: Arc<VmHandle>,
         cfg: &VmConfig,
         (slots, boot_ids): (SlotTable, Vec<Option<BootDevice>>),
+        balloon: Option<BalloonHandle>,
     ) -> Result<Self, String> {
         Ok(VmController {
             vm,
@@ -34,7 +44,14 @@ impl VmController {
             topology: cfg.machine.topology(),
             hotplug: Hotplug::new(slots, &boot_ids),
             migration: Migration::start_thread(cfg.incoming.is_some())?,
+            balloon,
         })
+    }
+
+    fn balloon_handle(&self) -> Result<&BalloonHandle, QmpError> {
+        self.balloon
+            .as_ref()
+            .ok_or_else(|| QmpError::device_not_active("balloon"))
     }
 
     /// Nothing may change the VM while a snapshot of it is being written.
@@ -239,5 +256,55 @@ impl qmp::VmControl for VmController {
 
     fn query_migrate(&self) -> qmp::MigrationInfo {
         self.migration.info()
+    }
+
+    fn balloon(&self, value: i64) -> Result<(), QmpError> {
+        let b = self.balloon_handle()?;
+        if value <= 0 {
+            return Err(QmpError::invalid_parameter_value(
+                "value",
+                "a size in bytes above zero",
+            ));
+        }
+        let asked = value as u64;
+        if asked < BALLOON_FLOOR {
+            return Err(QmpError::generic(format!(
+                "balloon: {asked} bytes is below {BALLOON_FLOOR} bytes ({} MiB), the least memory a VM may have",
+                BALLOON_FLOOR >> 20
+            )));
+        }
+        let target = b.set_target(asked);
+        log::info!(
+            "balloon: target {} MiB of {} MiB{}",
+            target >> 20,
+            b.ram_bytes() >> 20,
+            if asked > b.ram_bytes() {
+                " (more was asked: the boot memory is the most)"
+            } else {
+                ""
+            }
+        );
+        Ok(())
+    }
+
+    fn query_balloon(&self) -> Result<BalloonInfo, QmpError> {
+        Ok(BalloonInfo {
+            actual: self.balloon_handle()?.actual_bytes(),
+        })
+    }
+
+    fn query_balloon_stats(&self) -> Result<GuestStatsInfo, QmpError> {
+        let s = self
+            .balloon_handle()?
+            .statistics(STATS_TIMEOUT)
+            .map_err(|e| QmpError::generic(e.to_string()))?;
+        Ok(GuestStatsInfo {
+            stats: s
+                .named()
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v))
+                .collect(),
+            last_update: s.received_unix(),
+        })
     }
 }

@@ -117,10 +117,15 @@ fn log_config(cfg: &VmConfig) {
         })
         .collect();
     log::info!(
-        "config: disks [{}], NICs [{}], initrd {}, qmp {}, console {}, serial {}, seccomp {}, \
-         daemon {}, pidfile {}, guest memory in core dumps {}, pid {}",
+        "config: disks [{}], NICs [{}], balloon {}, initrd {}, qmp {}, console {}, serial {}, \
+         seccomp {}, daemon {}, pidfile {}, guest memory in core dumps {}, pid {}",
         disks.join(" "),
         nics.join(" "),
+        cfg.balloon.as_ref().map_or("none".into(), |b| format!(
+            "yes (deflate-on-oom {}, free-page-reporting {})",
+            if b.deflate_on_oom { "on" } else { "off" },
+            if b.free_page_reporting { "on" } else { "off" }
+        )),
         cfg.boot
             .initrd
             .as_ref()
@@ -251,12 +256,21 @@ fn main() {
             bus.flush();
         }));
     }
+    if let (Some(bus), Some(balloon)) = (events.clone(), vm.balloon()) {
+        // Sent from the balloon thread, which must not wait for slow clients: no flush.
+        balloon.set_change_sink(Arc::new(move |actual| {
+            bus.emit(
+                qmp::balloon::BALLOON_CHANGED,
+                serde_json::to_value(qmp::balloon::BalloonInfo { actual }).unwrap_or_default(),
+            );
+        }));
+    }
     let handle = match vm.start() {
         Ok(h) => h,
         Err(e) => fail(e),
     };
     if let Some(server) = qmp {
-        let ctl = match control::VmController::new(handle.clone(), &cfg, vm.slots()) {
+        let ctl = match control::VmController::new(handle.clone(), &cfg, vm.slots(), vm.balloon()) {
             Ok(c) => Arc::new(c),
             Err(e) => fail(e),
         };

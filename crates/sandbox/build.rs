@@ -18,8 +18,8 @@ use std::fmt::Write as _;
 const POLICY: &str = "seccomp/x86_64.json";
 const MISMATCH_ENV: &str = "SV_SECCOMP_MISMATCH";
 /// The thread kinds the runtime knows (src/seccomp/mod.rs).
-const KINDS: [&str; 8] = [
-    "main", "vcpu", "qmp", "blk", "net", "console", "vsock", "migrate",
+const KINDS: [&str; 9] = [
+    "main", "vcpu", "qmp", "blk", "net", "console", "vsock", "migrate", "balloon",
 ];
 
 /// `_IOC(dir, type, nr, size)` on x86_64.

@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod acpi;
+pub mod balloon;
 pub mod bootinfo;
 pub mod bytes;
 pub mod cmdline;

@@ -22,6 +22,7 @@ mod serial;
 mod shell;
 mod smp;
 mod system;
+mod virtio_balloon;
 mod virtio_blk;
 mod virtio_console;
 mod virtio_mmio;
@@ -101,6 +102,7 @@ extern "C" fn kmain(protocol: u64, info: u64) -> ! {
     serial::enable_rx_irq();
     virtio_blk::init(cmdline);
     virtio_net::init(cmdline);
+    virtio_balloon::init(cmdline, memmap);
     virtio_console::init(cmdline);
     virtio_vsock::init();
 

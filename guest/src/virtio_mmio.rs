@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use testkernel::cmdline::{VirtioMmioDev, VirtioScan};
 
-use crate::{phys, virtio_blk, virtio_net};
+use crate::{phys, virtio_balloon, virtio_blk, virtio_net};
 
 /// "virt" in little endian.
 pub const MAGIC: u32 = 0x7472_6976;
@@ -219,6 +219,7 @@ pub fn on_irq(gsi: u32) {
             CONFIG_IRQS[i].fetch_add(1, Ordering::Relaxed);
             virtio_blk::on_config_change(i);
             virtio_net::on_config_change(i);
+            virtio_balloon::on_config_change(i);
         }
     }
 }

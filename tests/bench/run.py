@@ -12,6 +12,8 @@ only the real-Linux suite's L1 has: `make bench-linux` compares it there.
 Console: the test kernel's `con bench` (guest to host, 4 KiB and 64-byte buffers) against QEMU's
 virtconsole on a socket chardev: bytes per second that reach the client, bytes lost, notifications
 per MiB (`--console-only` runs just that).
+Balloon: 1 GiB into and out of the balloon of the test kernel's driver (tests/bench/balloon.py;
+`--balloon-only` runs just that).
 Runs alternate between the two VMMs so drift hits both alike. Prints medians and ratios.
 """
 import argparse
@@ -650,16 +652,20 @@ def main():
     ap.add_argument("--qmp-requests", type=int, default=2000)
     ap.add_argument("--blk-requests", type=int, default=4000)
     ap.add_argument("--blk-runs", type=int, default=3)
+    ap.add_argument("--boot-only", action="store_true", help="only the boot section")
     ap.add_argument("--blk-only", action="store_true", help="only the block I/O section")
     ap.add_argument("--net-frames", type=int, default=4000)
     ap.add_argument("--net-runs", type=int, default=3)
     ap.add_argument("--net-only", action="store_true", help="only the network section")
     ap.add_argument("--console-runs", type=int, default=5)
     ap.add_argument("--console-only", action="store_true", help="only the console section")
+    ap.add_argument("--balloon-runs", type=int, default=5)
+    ap.add_argument("--balloon-only", action="store_true", help="only the balloon section")
     a = ap.parse_args()
     for f in (STRATOVIRT, KERNEL_ELF):
         if not os.path.exists(f):
             sys.exit(f"missing {f}: run `make build` first")
+    import balloon  # noqa: E402  (imports this module for its helpers)
     if a.blk_only:
         blk_section(a.blk_requests, a.blk_runs)
         return
@@ -668,6 +674,9 @@ def main():
         return
     if a.console_only:
         console_section(a.console_runs)
+        return
+    if a.balloon_only:
+        balloon.section(a.balloon_runs)
         return
 
     print(f"# boot: {a.runs} alternating runs each, {a.cpus} vCPU, {a.mem} MiB, guest testkernel.elf,"
@@ -679,6 +688,8 @@ def main():
           f"qemu/stratovirt = {qb/sb:.2f}x")
     print(f"VMM RSS (no guest RAM) stratovirt {sr/1024:8.2f} MiB  qemu {qr/1024:8.2f} MiB  "
           f"qemu/stratovirt = {qr/sr:.2f}x")
+    if a.boot_only:
+        return
 
     print(f"# QMP query-status: {a.qmp_requests} requests on 1 connection, then over 10 clients")
     q = {name: bench_qmp(name, build, a.qmp_requests, 10)
@@ -695,6 +706,7 @@ def main():
     blk_section(a.blk_requests, a.blk_runs)
     net_section(a.net_frames, a.net_runs)
     console_section(a.console_runs)
+    balloon.section(a.balloon_runs)
 
 
 if __name__ == "__main__":

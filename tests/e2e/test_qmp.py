@@ -235,22 +235,3 @@ def test_qemu_qmp_library_drives_the_vm(vm2):
     assert vm.wait_exit(10) == 0
 
 
-@pytest.mark.parametrize("name,arguments", [
-    ("balloon", {"value": 2147483648}),
-    ("query-balloon", None),
-])
-def test_documented_commands_not_built_yet_say_so(vm2, name, arguments):
-    """The seeds document them: not CommandNotFound (a typo's answer) but "not supported yet";
-    the VM runs on and they are not offered in query-commands."""
-    vm, sock = vm2
-    q = RawQmp(sock)
-    q.execute("qmp_capabilities")
-    _, r = q.execute(name, arguments)
-    assert r == {"error": {"class": "GenericError",
-                           "desc": f"The command {name} is not supported yet"}}, r
-    names = [c["name"] for c in q.execute("query-commands")[1]["return"]]
-    assert name not in names
-    _, r = q.execute("no-such-command")
-    assert r["error"]["class"] == "CommandNotFound"
-    assert q.execute("query-status")[1]["return"]["status"] == "running"
-    q.close()

@@ -236,6 +236,9 @@ class L1:
         self._forwards: list[socket.socket] = []
         self.vms: list["L2"] = []
         self.boot_seconds = None
+        # Set once the agent missed a reply: failure reports then stop asking it for the VMMs'
+        # logs (each question would time out, and report its own failure the same way).
+        self.agent_unresponsive = False
 
     def argv(self) -> list[str]:
         l1 = self.arts["l1"]
@@ -290,6 +293,7 @@ class L1:
                 buf += chunk
         except socket.timeout as e:
             s.close()
+            self.agent_unresponsive = True
             raise NestedError(f"the L1 agent did not answer {req} within {timeout:.0f} s"
                               f"\n{self.tails()}") from e
         line, rest = buf.split(b"\n", 1)
@@ -465,6 +469,9 @@ class L2:
         parts.append(f"--- L2 {self.name} serial (tail) ---\n{_tail(self.console.text)}")
         for what, path in (("stderr", self.stderr_path), ("log", self.log_path)):
             if not path:
+                continue
+            if self.l1.agent_unresponsive:
+                parts.append(f"--- L2 {self.name} VMM {what}: not read (the L1 agent stopped answering) ---")
                 continue
             try:
                 r = self.l1.exec(f"tail -c 3000 {path}", timeout=10, check=False)

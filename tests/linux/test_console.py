@@ -221,7 +221,8 @@ def test_a_second_client_replaces_the_first_with_whole_bytes(l1, vms):
     time.sleep(2)
     a.reading.set()
     from_a = a.wait_eof(120)
-    from_b = b.wait(lambda d: len(from_a) + len(d) >= n, 300, "the rest of the stream")
+    from_b = b.wait(lambda d: len(from_a) + len(d) >= n, 300,
+                    f"the rest of the stream (the first client had {len(from_a)} bytes of {n})")
     vm.wait_for(done, 120)
     time.sleep(1)
     assert len(from_a) + len(b.data) == n, (len(from_a), len(b.data))

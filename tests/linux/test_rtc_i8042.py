@@ -32,14 +32,16 @@ def test_probes_do_not_wait(vms):
     probes = dict(re.findall(r"probe of (i8042|rtc_cmos) returned 0 after (\d+) usecs",
                              vm.out("dmesg | grep -E 'probe of (i8042|rtc_cmos) returned'")))
     assert set(probes) == {"i8042", "rtc_cmos"}, probes
+    # Without the devices the probes wait out timeouts of 1.1 s (i8042) and 3.5 s (rtc_cmos);
+    # with them they take 10-40 ms idle, 10x that on a loaded host under TCG.
     for name, usecs in probes.items():
-        assert int(usecs) < 100_000, f"the {name} probe took {usecs} us"
+        assert int(usecs) < 600_000, f"the {name} probe took {usecs} us"
     dmesg = vm.out("dmesg | grep -E 'i8042|serio|rtc'")
     assert "serio: i8042 KBD port at 0x60,0x64 irq 1" in dmesg
     assert "serio: i8042 AUX port at 0x60,0x64 irq 12" in dmesg
     assert "rtc_cmos rtc_cmos: registered as rtc0" in dmesg
     assert "broken or not accessible" not in dmesg and "Can't read CTR" not in dmesg
-    # No line of either driver comes after a gap of more than 100 ms.
+    # No line of either driver comes after a gap of more than 100 ms (the bound).
     for line in vm.out(GAPS).splitlines():
         gap, text = line.split(" ", 1)
         if DRIVER_LINE.search(text):

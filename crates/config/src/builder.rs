@@ -27,6 +27,7 @@ pub(crate) struct Builder {
     pub nets: Vec<(NetConfig, Origin)>,
     pub console: Setting<ConsoleConfig>,
     pub vsock: Setting<VsockConfig>,
+    pub balloon: Setting<BalloonConfig>,
     pub serial: Setting<bool>,
     pub qmp: Setting<PathBuf>,
     pub log_file: Setting<Option<PathBuf>>,
@@ -74,6 +75,7 @@ impl Builder {
             serial: origin_or(&self.serial, d.serial),
             console: origin_or(&self.console, d.console),
             vsock: origin_or(&self.vsock, d.vsock),
+            balloon: origin_or(&self.balloon, d.balloon),
             qmp: origin_or(&self.qmp, d.qmp),
             log_file: origin_or(&self.log_file, d.log_file),
             pidfile: origin_or(&self.pidfile, d.pidfile),
@@ -106,6 +108,7 @@ impl Builder {
             nets: self.nets.into_iter().map(|(n, _)| n).collect(),
             console: self.console.map(|(c, _)| c),
             vsock: self.vsock.map(|(v, _)| v),
+            balloon: self.balloon.map(|(b, _)| b),
             serial: match self.serial {
                 Some((true, _)) => Some(SerialConfig { stdio: true }),
                 _ => None,

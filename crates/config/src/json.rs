@@ -18,6 +18,7 @@ const TOP: &[&str] = &[
     "net",
     "console",
     "vsock",
+    "balloon",
     "serial",
 ];
 const BOOT: &[&str] = &["kernel_image_path", "boot_args", "initrd_fs_path"];
@@ -32,6 +33,7 @@ const DRIVE: &[&str] = &[
 const NET: &[&str] = &["iface_id", "host_dev_name", "mac"];
 const CONSOLE: &[&str] = &["console_id", "socket_path"];
 const VSOCK: &[&str] = &["vsock_id", "guest_cid", "uds_path"];
+const BALLOON: &[&str] = &["deflate_on_oom", "free_page_reporting"];
 const SERIAL: &[&str] = &["stdio"];
 
 /// Reads a file into a string (the real one is `std::fs::read_to_string`).
@@ -219,6 +221,14 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Builder, ConfigError> {
             vhost_fd: None,
         };
         b.vsock = Some((vsock, Origin::json(&o.path)));
+    }
+    if let Some(o) = top.section("balloon", BALLOON)? {
+        let balloon = BalloonConfig {
+            id: None,
+            deflate_on_oom: o.bool("deflate_on_oom", false)?.unwrap_or(false),
+            free_page_reporting: o.bool("free_page_reporting", false)?.unwrap_or(false),
+        };
+        b.balloon = Some((balloon, Origin::json(&o.path)));
     }
     if let Some(o) = top.section("serial", SERIAL)? {
         let stdio = o.bool("stdio", true)?.unwrap_or(false);

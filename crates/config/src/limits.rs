@@ -22,10 +22,10 @@ pub const MAX_NAME_LEN: usize = 255;
 pub const MIN_GUEST_CID: u64 = 3;
 /// Largest vsock guest CID (`u32::MAX` is `VMADDR_CID_ANY`).
 pub const MAX_GUEST_CID: u64 = u32::MAX as u64 - 1;
-/// Devices besides disks and NICs (console, vsock): two on x86_64, twelve on AArch64.
+/// Devices besides disks and NICs (console, vsock, balloon): two on x86_64, twelve on AArch64.
 #[cfg(target_arch = "aarch64")]
 pub const MAX_OTHER_DEVICES: usize = 12;
-/// Devices besides disks and NICs (console, vsock): two on x86_64, twelve on AArch64.
+/// Devices besides disks and NICs (console, vsock, balloon): two on x86_64, twelve on AArch64.
 #[cfg(not(target_arch = "aarch64"))]
 pub const MAX_OTHER_DEVICES: usize = 2;
 /// Longest unix socket path (`sun_path` is 108 bytes with its NUL).

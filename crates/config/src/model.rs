@@ -24,6 +24,8 @@ pub struct VmConfig {
     pub nets: Vec<NetConfig>,
     pub console: Option<ConsoleConfig>,
     pub vsock: Option<VsockConfig>,
+    /// `-device virtio-balloon-device` / `"balloon": {...}`.
+    pub balloon: Option<BalloonConfig>,
     /// `-serial stdio` / `"serial": {"stdio": true}`.
     pub serial: Option<SerialConfig>,
     /// `-qmp unix:PATH,server,nowait` or `-api-channel unix:PATH`.
@@ -118,6 +120,18 @@ pub struct VsockConfig {
     pub uds_path: Option<PathBuf>,
     /// An open `/dev/vhost-vsock` the process inherited (`vhostfd=`, what Kata passes).
     pub vhost_fd: Option<i32>,
+}
+
+/// The memory balloon: `-device virtio-balloon-device[,id=ID][,deflate-on-oom=on|off]
+/// [,free-page-reporting=on|off]`, or `"balloon": {"deflate_on_oom": B, "free_page_reporting": B}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BalloonConfig {
+    /// `id=`, when given (QMP never names the balloon).
+    pub id: Option<String>,
+    /// The guest may take pages back from the balloon when it runs out of memory.
+    pub deflate_on_oom: bool,
+    /// The guest reports free pages, which go back to the host.
+    pub free_page_reporting: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,6 +21,7 @@ pub(crate) struct Origins {
     pub serial: Origin,
     pub console: Origin,
     pub vsock: Origin,
+    pub balloon: Origin,
     pub qmp: Origin,
     pub log_file: Origin,
     pub pidfile: Origin,
@@ -43,6 +44,7 @@ impl Default for Origins {
             serial: Origin::opt("-serial"),
             console: Origin::opt("-chardev"),
             vsock: Origin::opt("-device"),
+            balloon: Origin::opt("-device"),
             qmp: Origin::opt("-qmp"),
             log_file: Origin::opt("-D"),
             pidfile: Origin::opt("-pidfile"),
@@ -453,12 +455,29 @@ fn check_other_devices(cfg: &VmConfig, o: &Origins, probe: Probe) -> Result<(), 
             }
         }
     }
-    let others = usize::from(cfg.console.is_some()) + usize::from(cfg.vsock.is_some());
+    if let Some(id) = cfg.balloon.as_ref().and_then(|b| b.id.as_deref()) {
+        non_empty(id, o.balloon.name().to_string(), "balloon id")?;
+        if cfg.drives.iter().any(|d| d.id == id) {
+            return Err(ConfigError::invalid(
+                o.balloon.name(),
+                format!("id {} is also a drive's id", quote(id)),
+            ));
+        }
+    }
+    let others = usize::from(cfg.console.is_some())
+        + usize::from(cfg.vsock.is_some())
+        + usize::from(cfg.balloon.is_some());
     if others > MAX_OTHER_DEVICES {
+        // Named after the last of them: console, vsock, balloon.
+        let origin = if cfg.balloon.is_some() {
+            &o.balloon
+        } else {
+            &o.vsock
+        };
         return Err(ConfigError::invalid(
-            o.vsock.name(),
+            origin.name(),
             format!(
-                "at most {MAX_OTHER_DEVICES} devices besides disks and NICs are supported, got {others}"
+                "at most {MAX_OTHER_DEVICES} devices besides disks and NICs are supported, got {others} (console, vsock and balloon count)"
             ),
         ));
     }
@@ -540,6 +559,13 @@ fn check_process(cfg: &VmConfig, o: &Origins, probe: Probe) -> Result<(), Config
 
 fn check_incoming(cfg: &VmConfig, o: &Origins) -> Result<(), ConfigError> {
     if let Some(dir) = &cfg.incoming {
+        if cfg.balloon.is_some() {
+            // A snapshot never holds one: `migrate` refuses a VM with a balloon.
+            return Err(ConfigError::invalid(
+                o.incoming.name(),
+                "a VM with a balloon device cannot start from a snapshot (snapshots exclude the balloon)",
+            ));
+        }
         if !dir.is_absolute() {
             return Err(ConfigError::invalid(
                 o.incoming.name(),

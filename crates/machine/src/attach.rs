@@ -7,7 +7,8 @@
 use crate::hotplug::{BootDevice, SlotHandle};
 use crate::slots::{SlotKind, SlotTable, DISK_SLOTS, NIC_SLOTS};
 use crate::snapshot::SlotState;
-use config::{ConsoleConfig, DriveConfig, NetConfig, VsockConfig};
+use config::{BalloonConfig, ConsoleConfig, DriveConfig, NetConfig, VsockConfig};
+use devices::virtio::balloon::{Balloon, BalloonHandle};
 use devices::virtio::block::{Block, BlockBackend, BlockDiskState};
 use devices::virtio::console::{Console, ConsoleSocket};
 use devices::virtio::net::{
@@ -408,6 +409,50 @@ pub fn attach_console(
         slot.index
     );
     Ok(console.id.clone())
+}
+
+/// Puts the memory balloon in the next slot (after the disk and NIC slots) and starts its
+/// `balloon` thread. A snapshot never holds a balloon (`migrate` refuses a VM with one, and the
+/// configuration refuses `-incoming` with one), so a restore gets here only by mistake.
+pub fn attach_balloon(
+    table: &mut SlotTable,
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    mmio: &mut Bus,
+    balloon: &BalloonConfig,
+    restore: Option<&[SlotState]>,
+) -> Result<BalloonHandle, String> {
+    if restore.is_some() {
+        return Err("a VM with a balloon device cannot start from a snapshot".into());
+    }
+    let device = Balloon::new(mem, balloon.deflate_on_oom, balloon.free_page_reporting)
+        .map_err(|e| format!("cannot start the balloon thread: {e}"))?;
+    let handle = device.handle();
+    let slot = table.attach(
+        vm,
+        mem,
+        mmio,
+        SlotKind::Fixed,
+        Box::new(device),
+        SlotHandle::Fixed,
+        None,
+    )?;
+    log::info!(
+        "balloon{} in slot {} (deflate-on-oom {}, free-page-reporting {})",
+        balloon
+            .id
+            .as_deref()
+            .map(|id| format!(" {id}"))
+            .unwrap_or_default(),
+        slot.index,
+        if balloon.deflate_on_oom { "on" } else { "off" },
+        if balloon.free_page_reporting {
+            "on"
+        } else {
+            "off"
+        }
+    );
+    Ok(handle)
 }
 
 /// Puts the virtio-vsock in the next slot: on vhost-vsock (`vhost`, opened before anything was

@@ -14,6 +14,7 @@ use crate::vcpu::{self, Vcpu, VcpuControl, VcpuHandle, VcpuSet};
 use config::VmConfig;
 use devices::bus::lock;
 use devices::pvpanic::PanicNotifier;
+use devices::virtio::balloon::BalloonHandle;
 use kvm_ioctls::{Kvm, VmFd};
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -66,6 +67,7 @@ pub struct Machine {
     /// The id of each slot's device (None for an empty slot).
     slot_ids: Vec<Option<BootDevice>>,
     snapshot: Arc<SnapshotSource>,
+    balloon: Option<BalloonHandle>,
 }
 
 /// What the rest of the VMM (QMP) can do with a running VM.
@@ -196,6 +198,7 @@ pub(crate) struct MachineParts {
     pub slots: SlotTable,
     pub slot_ids: Vec<Option<BootDevice>>,
     pub snapshot: Arc<SnapshotSource>,
+    pub balloon: Option<BalloonHandle>,
 }
 
 impl Machine {
@@ -214,7 +217,13 @@ impl Machine {
             slots: p.slots,
             slot_ids: p.slot_ids,
             snapshot: p.snapshot,
+            balloon: p.balloon,
         }
+    }
+
+    /// The memory balloon, if the configuration has one (QMP `balloon`, `query-balloon`).
+    pub fn balloon(&self) -> Option<BalloonHandle> {
+        self.balloon.clone()
     }
 
     /// The virtio slots and the ids of their boot devices (for hot-plug).

@@ -25,10 +25,6 @@ use crate::schema::{
     StatusInfo, VersionInfo,
 };
 
-/// Commands that StratoVirt documents but this build does not have yet (balloon): they answer
-/// "not supported yet" rather than `CommandNotFound`, and are not in `query-commands`.
-pub const NOT_SUPPORTED_YET: &[&str] = &["balloon", "query-balloon"];
-
 /// What the machine provides to the QMP commands.
 ///
 /// Later commands are added as methods with a default body returning
@@ -80,6 +76,18 @@ pub trait VmControl: Send + Sync {
     /// `query-migrate`: where the last `migrate` (or the restore) stands.
     fn query_migrate(&self) -> crate::migration::MigrationInfo {
         crate::migration::MigrationInfo::new(crate::migration::MigrationStatus::None)
+    }
+    /// `balloon`: set the guest's memory to `value` bytes (checked by the machine).
+    fn balloon(&self, _value: i64) -> Result<(), QmpError> {
+        Err(QmpError::device_not_active("balloon"))
+    }
+    /// `query-balloon`: the guest's memory as its balloon driver reports it.
+    fn query_balloon(&self) -> Result<crate::balloon::BalloonInfo, QmpError> {
+        Err(QmpError::device_not_active("balloon"))
+    }
+    /// `query-balloon-stats`: the guest's memory statistics.
+    fn query_balloon_stats(&self) -> Result<crate::balloon::GuestStatsInfo, QmpError> {
+        Err(QmpError::device_not_active("balloon"))
     }
 }
 
@@ -165,6 +173,7 @@ impl Dispatcher {
         crate::block::register(&mut d);
         crate::net::register(&mut d);
         crate::migration::register(&mut d);
+        crate::balloon::register(&mut d);
         d
     }
 
@@ -201,12 +210,7 @@ impl Dispatcher {
     pub fn dispatch_with(&self, req: &Request, fds: &RefCell<ClientFds>) -> Outcome {
         let id = req.id.as_ref();
         let Some(cmd) = self.commands.iter().find(|c| c.name == req.execute) else {
-            let e = if NOT_SUPPORTED_YET.contains(&req.execute.as_str()) {
-                QmpError::not_supported_yet(&req.execute)
-            } else {
-                QmpError::command_not_found(&req.execute)
-            };
-            return Outcome::error(&e, id);
+            return Outcome::error(&QmpError::command_not_found(&req.execute), id);
         };
         let cx = Context {
             vm: self.vm.as_ref(),
@@ -491,20 +495,6 @@ mod tests {
             out[0].response,
             r#"{"error":{"class":"CommandNotFound","desc":"The command foo has not been found"}}"#
         );
-        for name in NOT_SUPPORTED_YET {
-            let v = run(
-                &d,
-                &format!(r#"{{"execute":"{name}","arguments":{{"value":1}}}}"#),
-            );
-            assert_eq!(
-                error_of(&v),
-                (
-                    "GenericError".into(),
-                    format!("The command {name} is not supported yet")
-                )
-            );
-            assert!(!d.command_names().contains(name), "{name} is not listed");
-        }
         assert_eq!(
             error_of(&run(&d, r#"{"execute":"x-test-not-found"}"#)),
             ("DeviceNotFound".into(), "Device 'drive-9' not found".into())
@@ -516,6 +506,27 @@ mod tests {
                 "No balloon device has been activated".into()
             )
         );
+    }
+
+    #[test]
+    fn without_a_balloon_its_commands_say_none_is_active() {
+        let (vm, _, d) = setup();
+        for line in [
+            r#"{"execute":"balloon","arguments":{"value":2147483648}}"#,
+            r#"{"execute":"query-balloon"}"#,
+            r#"{"execute":"query-balloon-stats"}"#,
+        ] {
+            assert_eq!(
+                error_of(&run(&d, line)),
+                (
+                    "DeviceNotActive".into(),
+                    "No balloon device has been activated".into()
+                ),
+                "{line}"
+            );
+        }
+        assert!(d.command_names().contains(&"balloon"));
+        assert!(vm.calls().is_empty());
     }
 
     #[test]

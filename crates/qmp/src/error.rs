@@ -108,11 +108,6 @@ impl QmpError {
         Self::generic(format!("Parameter '{name}' expects {expected}"))
     }
 
-    /// `GenericError` for a command the seeds document but this build does not have yet.
-    pub fn not_supported_yet(command: &str) -> Self {
-        Self::generic(format!("The command {command} is not supported yet"))
-    }
-
     /// `GenericError` for a command the running machine does not support.
     pub fn not_supported(command: &str) -> Self {
         Self::generic(format!("The command {command} is not supported"))

@@ -22,6 +22,7 @@
 //! is woken through an eventfd when another thread leaves output queued.
 
 mod args;
+pub mod balloon;
 pub mod block;
 pub mod dispatch;
 pub mod error;

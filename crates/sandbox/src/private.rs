@@ -16,7 +16,41 @@ pub const SOCKET_MODE: u32 = 0o600;
 /// Binds a listening unix socket at `path`, mode 0600 from the start: the umask is narrowed
 /// around `bind` (the process has one umask: call this before other threads create files),
 /// then the mode is set exactly, as a stricter umask would leave it narrower still.
+///
+/// The socket appears at `path` only once it listens: it is bound and set up under a
+/// temporary name beside `path`, then linked into place (which, unlike a rename, never
+/// replaces a file that appeared there meanwhile). Clients that wait for the path to exist, as
+/// Kata and the tests do, never meet a bound socket that refuses them.
 pub fn bind_private_socket(path: &Path) -> io::Result<UnixListener> {
+    let Some(tmp) = temporary_name(path) else {
+        return bind_in_place(path);
+    };
+    let _ = std::fs::remove_file(&tmp);
+    let listener = bind_in_place(&tmp)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(listener),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(io::Error::from_raw_os_error(libc::EADDRINUSE))
+        }
+        // A file system without hard links to sockets: bind in place.
+        Err(_) => {
+            drop(listener);
+            bind_in_place(path)
+        }
+    }
+}
+
+/// `.<name>.<pid>.tmp` beside `path`, if that still fits in `sun_path`.
+fn temporary_name(path: &Path) -> Option<PathBuf> {
+    const SUN_PATH_MAX: usize = 107;
+    let name = path.file_name()?.to_str()?;
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    (tmp.as_os_str().len() <= SUN_PATH_MAX).then_some(tmp)
+}
+
+fn bind_in_place(path: &Path) -> io::Result<UnixListener> {
     // SAFETY: umask only swaps the process's file mode creation mask.
     let old = unsafe { libc::umask(0o177) };
     let bound = UnixListener::bind(path);
@@ -106,6 +140,36 @@ mod tests {
             assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, SOCKET_MODE);
             std::fs::remove_file(&p).unwrap();
         }
+    }
+
+    #[test]
+    fn the_socket_appears_listening_and_never_replaces_a_file() {
+        let dir = std::env::temp_dir().join(format!("sv-private-{}-link", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let p = dir.join("vm.sock");
+        let _l = bind_private_socket(&p).unwrap();
+        std::os::unix::net::UnixStream::connect(&p).unwrap();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["vm.sock"], "no temporary name is left behind");
+        let taken = dir.join("taken");
+        std::fs::write(&taken, "x").unwrap();
+        let e = bind_private_socket(&taken).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EADDRINUSE));
+        assert_eq!(
+            std::fs::read(&taken).unwrap(),
+            b"x",
+            "the file is left alone"
+        );
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+        // A path too long for a temporary name beside it is bound in place.
+        let long = dir.join("s".repeat(107 - dir.as_os_str().len() - 1));
+        let _l = bind_private_socket(&long).unwrap();
+        std::os::unix::net::UnixStream::connect(&long).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

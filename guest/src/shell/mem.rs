@@ -1,6 +1,8 @@
 //! `mem fill|check <MiB> <seed>`: writes or verifies one u64 per 4 KiB page
 //! of usable RAM from 32 MiB up (above the kernel and its data), so a test
-//! of hundreds of MiB stays cheap under instruction emulation.
+//! of hundreds of MiB stays cheap under instruction emulation. `mem zero
+//! <from-MiB> <MiB>` checks that the same word of every page there is zero
+//! (pages the host gave back, e.g. after a balloon deflate, read as zero).
 
 use super::{Args, CmdError, Command};
 use crate::{phys, serial, system};
@@ -15,12 +17,15 @@ const MIB: u64 = 1 << 20;
 /// The commands of this group.
 pub const COMMANDS: &[Command] = &[Command {
     name: "mem",
-    usage: "mem fill|check <MiB> <seed>",
-    help: "write / verify a seeded pattern (one u64 per page) in RAM from 32 MiB",
+    usage: "mem fill|check <MiB> <seed> | zero <from-MiB> <MiB>",
+    help: "write / verify a seeded pattern (one u64 per page) in RAM from 32 MiB; check pages read as zero",
     run: mem,
 }];
 
 fn mem(args: &Args) -> Result<(), CmdError> {
+    if args.get(0) == Some(b"zero") {
+        return zero(args);
+    }
     let fill = match args.get(0) {
         Some(b"fill") => true,
         Some(b"check") => false,
@@ -93,4 +98,45 @@ fn check_range(start: u64, end: u64, seed: u64) -> Option<u64> {
         addr += STRIDE;
     }
     None
+}
+
+/// `mem zero <from-MiB> <MiB>`: the first word of every usable page in the range is zero.
+fn zero(args: &Args) -> Result<(), CmdError> {
+    if args.len() != 3 {
+        return Err(CmdError::msg("usage: mem zero <from-MiB> <MiB>"));
+    }
+    let from = args.number(1, "bad start")?;
+    let mib = args.number(2, "bad size")?;
+    let (Some(lo), Some(len)) = (from.checked_mul(MIB), mib.checked_mul(MIB)) else {
+        return Err(CmdError::msg("range too large"));
+    };
+    let hi = lo.saturating_add(len).min(phys::mapped_limit());
+    if lo < TEST_BASE {
+        return Err(CmdError::msg("start below 32 MiB (kernel memory)"));
+    }
+    let map = system::get().boot.memmap.as_slice();
+    let mut pages = 0u64;
+    let mut nonzero = None;
+    e820::usable_pieces(map, lo, hi, |start, len| {
+        if nonzero.is_some() {
+            return;
+        }
+        let mut addr = start;
+        while addr < start + len {
+            // SAFETY: `addr` is page-aligned usable RAM at or above 32 MiB, identity mapped.
+            if unsafe { core::ptr::read_volatile(addr as *const u64) } != 0 {
+                nonzero = Some(addr);
+                return;
+            }
+            addr += STRIDE;
+            pages += 1;
+        }
+    });
+    if let Some(addr) = nonzero {
+        return Err(CmdError::hex("nonzero at ", addr));
+    }
+    serial::puts("pages=");
+    serial::dec(pages);
+    serial::puts("\n");
+    Ok(())
 }

@@ -5,10 +5,11 @@
 //! Commands live in one file per group, each exporting `COMMANDS`; adding a
 //! group is one line in [`GROUPS`].
 
+mod balloon;
 mod basic;
 mod blk;
 mod con;
-mod mem;
+pub(crate) mod mem;
 mod net;
 mod power;
 mod vsock;
@@ -34,6 +35,7 @@ const GROUPS: &[&[Command]] = &[
     mem::COMMANDS,
     blk::COMMANDS,
     net::COMMANDS,
+    balloon::COMMANDS,
     con::COMMANDS,
     vsock::COMMANDS,
     power::COMMANDS,
@@ -243,6 +245,8 @@ pub fn run() -> ! {
     let mut ed = LineEditor::new();
     prompt();
     loop {
+        // Between commands: the balloon follows its target, answers statistics requests.
+        crate::virtio_balloon::poll();
         cpu::cli();
         let Some(b) = serial::read_byte() else {
             cpu::sti_hlt();

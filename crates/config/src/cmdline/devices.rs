@@ -21,6 +21,7 @@ const NET_DRIVERS: [&str; 2] = ["virtio-net-device", "virtio-net-mmio"];
 const VSOCK_DRIVERS: [&str; 3] = ["vhost-vsock-device", "vhost-vsock-mmio", "vsock"];
 const SERIAL_DRIVERS: [&str; 2] = ["virtio-serial-device", "virtio-serial-mmio"];
 const CONSOLE_DRIVER: &str = "virtconsole";
+const BALLOON_DRIVERS: [&str; 2] = ["virtio-balloon-device", "virtio-balloon-mmio"];
 
 #[derive(Debug)]
 struct Reference {
@@ -43,6 +44,7 @@ pub(crate) struct Devices {
     net: Vec<Reference>,
     consoles: Vec<Reference>,
     vsocks: Vec<(VsockConfig, String)>,
+    balloons: Vec<(BalloonConfig, String)>,
 }
 
 fn required(s: &mut SubOpts, key: &str) -> Result<String, ConfigError> {
@@ -300,6 +302,17 @@ impl Devices {
                 },
                 spelling,
             ));
+        } else if BALLOON_DRIVERS.contains(&driver) {
+            let id = s.take("id")?;
+            let deflate_on_oom = s.take_bool("deflate-on-oom")?.unwrap_or(false);
+            let free_page_reporting = s.take_bool("free-page-reporting")?.unwrap_or(false);
+            s.finish()?;
+            let balloon = BalloonConfig {
+                id,
+                deflate_on_oom,
+                free_page_reporting,
+            };
+            self.balloons.push((balloon, spelling));
         } else if SERIAL_DRIVERS.contains(&driver) {
             // The virtio-serial transport of a virtconsole: nothing to configure.
             s.take("id")?;
@@ -308,12 +321,13 @@ impl Devices {
             return Err(ConfigError::invalid(
                 opt,
                 format!(
-                    "device {} is not supported (supported: {}, {}, {CONSOLE_DRIVER}, {}, {})",
+                    "device {} is not supported (supported: {}, {}, {CONSOLE_DRIVER}, {}, {}, {})",
                     quote(driver),
                     BLK_DRIVERS.join(", "),
                     NET_DRIVERS.join(", "),
                     SERIAL_DRIVERS.join(", "),
                     VSOCK_DRIVERS.join(", "),
+                    BALLOON_DRIVERS.join(", "),
                 ),
             ));
         }
@@ -399,6 +413,12 @@ impl Devices {
                 "only one vsock device is supported",
             ));
         }
+        if self.balloons.len() > 1 {
+            return Err(ConfigError::invalid(
+                &self.balloons[1].1,
+                "only one balloon device is supported",
+            ));
+        }
         for (drive, spelling) in self.drives {
             b.merge_drive(drive, Origin::Opt(spelling));
         }
@@ -410,6 +430,9 @@ impl Devices {
         }
         if let Some((vsock, spelling)) = self.vsocks.pop() {
             b.vsock = Some((vsock, Origin::Opt(spelling)));
+        }
+        if let Some((balloon, spelling)) = self.balloons.pop() {
+            b.balloon = Some((balloon, Origin::Opt(spelling)));
         }
         Ok(())
     }

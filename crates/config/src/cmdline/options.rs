@@ -63,7 +63,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
     repeated("drive", "id=ID,file=PATH[,readonly=on|off][,direct=on|off][,serial=SERIAL]", "virtio-blk disk backend (at most 6 disks; vda is the first; each image once, locked while in use)"),
     repeated("netdev", "tap,id=ID,ifname=TAP|fd=N|fds=N[,vhost=on|off][,vhostfd=N][,mac=MAC] | id=ID,netdev=TAP[,mac=MAC]", "virtio-net NIC on an existing host TAP, by name or an inherited descriptor (IFF_TAP|IFF_NO_PI|IFF_VNET_HDR); vhost=on moves frames in the host kernel (/dev/vhost-net); at most 2 NICs, eth0 and eth1, hot-plugged ones included; without mac a random local one"),
     repeated("chardev", "socket,id=ID,path=SOCKET,server,nowait | id=ID,path=SOCKET", "virtio-console (the guest's hvc0) on a unix socket, created 0600 (must not exist yet); one client at a time, a new one replaces it; up to 64 KiB of output wait for a client"),
-    repeated("device", "DRIVER[,KEY=VALUE...]", "virtio-blk-device,drive=ID | virtio-net-device,netdev=ID[,id=ID][,mac=MAC] | virtconsole,chardev=ID[,id=ID][,nr=0] (virtio-serial-device before it is optional) | vhost-vsock-device,id=ID,guest-cid=N[,vhostfd=N] (or vsock,...): vhost-vsock through /dev/vhost-vsock (module vhost_vsock); add uds-path=SOCKET for the userspace backend on a unix socket, created 0600 (host programs send CONNECT <port>; guest connections to port P go to SOCKET_P)"),
+    repeated("device", "DRIVER[,KEY=VALUE...]", "virtio-blk-device,drive=ID | virtio-net-device,netdev=ID[,id=ID][,mac=MAC] | virtconsole,chardev=ID[,id=ID][,nr=0] (virtio-serial-device before it is optional) | virtio-balloon-device[,deflate-on-oom=on|off][,free-page-reporting=on|off] (the memory balloon; QMP balloon, query-balloon) | vhost-vsock-device,id=ID,guest-cid=N[,vhostfd=N] (or vsock,...): vhost-vsock through /dev/vhost-vsock (module vhost_vsock); add uds-path=SOCKET for the userspace backend on a unix socket, created 0600 (host programs send CONNECT <port>; guest connections to port P go to SOCKET_P)"),
     spec("qmp", Value, "unix:PATH,server,nowait", "QMP socket, created 0600 (must not exist yet)"),
     spec("api-channel", Value, "unix:PATH", "QMP socket, older spelling of -qmp"),
     spec("serial", Value, "stdio", "serial port (ttyS0) on this terminal; on a terminal, Ctrl-A x quits, Ctrl-A Ctrl-A sends Ctrl-A, Ctrl-A h lists the keys"),
@@ -177,7 +177,7 @@ pub fn usage() -> String {
          [-D [FILE]] [-pidfile FILE -daemonize] [-disable-seccomp]\n\n\
          Environment:\n  STRATOVIRT_LOG_LEVEL=off|error|warn|info|debug|trace\n        \
          the log level (default: info with -D, warn without)\n\n\
-         Not supported yet: balloon; \
+         Not supported yet: \
          vCPU hot-plug; machine types other than microvm; serial backends other than stdio; \
          hosts other than x86_64.",
     );
@@ -290,7 +290,8 @@ mod tests {
         );
         assert!(help("-device").contains("uds-path=SOCKET"));
         assert!(help("-device").contains("vhostfd=N"));
-        assert!(u.contains("Not supported yet: balloon;"));
+        assert!(!help("-device").contains("not supported"));
+        assert!(help("-device").contains("virtio-balloon-device[,deflate-on-oom=on|off]"));
         assert!(u.contains("STRATOVIRT_LOG_LEVEL"));
         assert!(u.contains("Ctrl-A x"));
         assert!(u.contains("K/M/G/T"));

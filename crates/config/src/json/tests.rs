@@ -88,6 +88,7 @@ pub(crate) fn seed_004_vm() -> VmConfig {
             uds_path: None,
             vhost_fd: None,
         }),
+        balloon: None,
         serial: Some(SerialConfig { stdio: true }),
         qmp: None,
         process: ProcessConfig {
@@ -189,7 +190,7 @@ fn serial_stdio_false_means_no_serial() {
 fn unknown_keys_are_named_with_their_path() {
     assert_eq!(
         err(&with(r#""bogus": 1"#)),
-        "-config: unknown key `bogus` (allowed: boot-source, machine-config, drive, net, console, vsock, serial)"
+        "-config: unknown key `bogus` (allowed: boot-source, machine-config, drive, net, console, vsock, balloon, serial)"
     );
     assert_eq!(
         err(&with(r#""machine-config": {"name": "a", "vcpu_count": 1, "mem_size": 134217728, "cpus": 1}"#)),
@@ -445,5 +446,38 @@ fn vsock_uds_path_selects_the_userspace_backend() {
             r#""vsock": {"vsock_id": "v", "guest_cid": 3, "uds_path": ""}"#
         )),
         "vsock.uds_path: socket path is empty"
+    );
+}
+
+#[test]
+fn balloon_section() {
+    let cfg = build(&with(r#""balloon": {}"#)).unwrap();
+    assert_eq!(cfg.balloon, Some(BalloonConfig::default()));
+    let cfg = build(&with(
+        r#""balloon": {"deflate_on_oom": true, "free_page_reporting": true}"#,
+    ))
+    .unwrap();
+    assert_eq!(
+        cfg.balloon,
+        Some(BalloonConfig {
+            id: None,
+            deflate_on_oom: true,
+            free_page_reporting: true
+        })
+    );
+    assert_eq!(build(MINIMAL).unwrap().balloon, None);
+    assert_eq!(build(&with(r#""balloon": null"#)).unwrap().balloon, None);
+    assert_eq!(
+        err(&with(r#""balloon": {"deflate_on_oom": "yes"}"#)),
+        "balloon.deflate_on_oom: expected true or false, got string `yes`"
+    );
+    assert!(err(&with(r#""balloon": {"size": 1}"#)).starts_with(
+        "-config: unknown key `balloon.size` (allowed: deflate_on_oom, free_page_reporting)"
+    ));
+    assert_eq!(
+        err(&with(
+            r#""balloon": {}, "vsock": {"vsock_id": "v", "guest_cid": 3}, "console": {"console_id": "c", "socket_path": "/nonexistent/c.sock"}"#
+        )),
+        "balloon: at most 2 devices besides disks and NICs are supported, got 3 (console, vsock and balloon count)"
     );
 }

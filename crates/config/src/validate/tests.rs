@@ -25,6 +25,7 @@ fn good() -> VmConfig {
         nets: vec![],
         console: None,
         vsock: None,
+        balloon: None,
         serial: None,
         qmp: None,
         process: ProcessConfig {

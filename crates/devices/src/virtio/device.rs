@@ -41,6 +41,13 @@ pub trait VirtioDevice: Send {
     /// The feature bits the device offers (the transport adds VERSION_1).
     fn avail_features(&self) -> u64;
 
+    /// How many of the queues (the first ones) the driver uses with the features it accepted:
+    /// the transport starts the device with just those. A device whose queues depend on
+    /// features (the balloon's statistics and reporting queues) says so; the default is all.
+    fn queues_in_use(&self, _acked_features: u64) -> usize {
+        self.queue_max_sizes().len()
+    }
+
     /// The features the driver accepted (a subset of the offered ones), given once the driver
     /// sets FEATURES_OK and before `activate`.
     fn ack_features(&mut self, _features: u64) {}
@@ -57,9 +64,10 @@ pub trait VirtioDevice: Send {
         0
     }
 
-    /// Starts the device. `queues` are ready and valid (checked against `mem`), with EVENT_IDX
-    /// already set when negotiated; `queue_evts[i]` is signalled when the driver notifies
-    /// queue `i`; `interrupt` raises the device's interrupt.
+    /// Starts the device. `queues` (the first [`VirtioDevice::queues_in_use`] of them) are ready
+    /// and valid (checked against `mem`), with EVENT_IDX already set when negotiated;
+    /// `queue_evts[i]` is signalled when the driver notifies queue `i`; `interrupt` raises the
+    /// device's interrupt.
     fn activate(
         &mut self,
         mem: GuestMemoryMmap,

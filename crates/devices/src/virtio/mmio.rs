@@ -460,7 +460,7 @@ impl MmioTransport {
         t.interrupt
             .restore(state.interrupt_status, state.needs_reset);
         if state.activated {
-            if state.positions.len() != t.queues.len() {
+            if state.positions.len() != t.device.queues_in_use(t.acked_features) {
                 return Err("the snapshot lacks the queues' positions".into());
             }
             t.try_activate_at(Some(&state.positions))
@@ -492,9 +492,19 @@ impl MmioTransport {
         positions: Option<&[QueuePosition]>,
     ) -> Result<(), ActivateError> {
         let event_idx = self.acked_features & bit(features::RING_EVENT_IDX) != 0;
+        let in_use = self
+            .device
+            .queues_in_use(self.acked_features)
+            .min(self.queues.len());
+        for (index, qc) in self.queues.iter().enumerate().skip(in_use) {
+            if qc.ready {
+                log::debug!("virtio-mmio: queue {index} is set up but unused with these features");
+            }
+        }
         let queues = self
             .queues
             .iter()
+            .take(in_use)
             .enumerate()
             .map(|(index, qc)| {
                 let mut q = qc
@@ -509,6 +519,7 @@ impl MmioTransport {
         let evts = self
             .queue_evts
             .iter()
+            .take(in_use)
             .map(EventFd::try_clone)
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(ActivateError::EventFd)?;

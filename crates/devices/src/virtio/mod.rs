@@ -30,6 +30,7 @@
 //! The irqfd is registered with KVM *before* it is moved into the transport (only a
 //! reference is needed for `KVM_IRQFD`); `transport.interrupt().irqfd()` gives it back.
 
+pub mod balloon;
 pub mod block;
 mod cmdline;
 pub mod console;

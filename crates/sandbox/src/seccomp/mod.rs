@@ -35,10 +35,12 @@ pub enum ThreadKind {
     Vsock,
     /// `migrate`: writing a snapshot (QMP `migrate`) while QMP keeps answering.
     Migrate,
+    /// `balloon`: the virtio-balloon's queues, releasing guest pages, its QMP events.
+    Balloon,
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 8] = [
+    pub const ALL: [ThreadKind; 9] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::Qmp,
@@ -47,6 +49,7 @@ impl ThreadKind {
         ThreadKind::Console,
         ThreadKind::Vsock,
         ThreadKind::Migrate,
+        ThreadKind::Balloon,
     ];
 
     /// The kind's name in the policy file.
@@ -60,6 +63,7 @@ impl ThreadKind {
             ThreadKind::Console => "console",
             ThreadKind::Vsock => "vsock",
             ThreadKind::Migrate => "migrate",
+            ThreadKind::Balloon => "balloon",
         }
     }
 
@@ -74,6 +78,7 @@ impl ThreadKind {
             ThreadKind::Console => generated::SYSCALLS_CONSOLE,
             ThreadKind::Vsock => generated::SYSCALLS_VSOCK,
             ThreadKind::Migrate => generated::SYSCALLS_MIGRATE,
+            ThreadKind::Balloon => generated::SYSCALLS_BALLOON,
         }
     }
 
@@ -88,6 +93,7 @@ impl ThreadKind {
             ThreadKind::Console => (generated::ALLOW_CONSOLE, generated::ERRNO_CONSOLE),
             ThreadKind::Vsock => (generated::ALLOW_VSOCK, generated::ERRNO_VSOCK),
             ThreadKind::Migrate => (generated::ALLOW_MIGRATE, generated::ERRNO_MIGRATE),
+            ThreadKind::Balloon => (generated::ALLOW_BALLOON, generated::ERRNO_BALLOON),
         }
     }
 }

@@ -355,3 +355,77 @@ fn incoming_values() {
         "-incoming: only file:/abs/dir is supported, got `tcp:0:4444`"
     );
 }
+
+#[test]
+fn balloon_spellings() {
+    let cfg = run_k(&["-device", "virtio-balloon-device"]);
+    assert_eq!(cfg.balloon, Some(BalloonConfig::default()));
+    let cfg = run_k(&[
+        "-device",
+        "virtio-balloon-device,id=balloon0,deflate-on-oom=on,free-page-reporting=on",
+    ]);
+    assert_eq!(
+        cfg.balloon,
+        Some(BalloonConfig {
+            id: Some("balloon0".into()),
+            deflate_on_oom: true,
+            free_page_reporting: true,
+        })
+    );
+    let cfg = run_k(&[
+        "-device",
+        "virtio-balloon-mmio,deflate-on-oom=off,free-page-reporting=true",
+    ]);
+    let b = cfg.balloon.unwrap();
+    assert!(!b.deflate_on_oom && b.free_page_reporting);
+    assert_eq!(run_k(&[]).balloon, None);
+}
+
+#[test]
+fn balloon_errors() {
+    assert_eq!(
+        err_k(&[
+            "-device",
+            "virtio-balloon-device",
+            "-device",
+            "virtio-balloon-device,deflate-on-oom=on"
+        ]),
+        "-device: only one balloon device is supported"
+    );
+    assert!(
+        err_k(&["-device", "virtio-balloon-device,deflate-on-oom=maybe"]).contains("not a boolean"),
+    );
+    assert!(err_k(&["-device", "virtio-balloon-device,guest-stats=on"])
+        .starts_with("-device: unknown key `guest-stats`"));
+    assert_eq!(
+        err_k(&[
+            "-drive",
+            "id=b0,file=/r",
+            "-device",
+            "virtio-balloon-device,id=b0"
+        ]),
+        "-device: id `b0` is also a drive's id"
+    );
+    // A third device besides disks and NICs.
+    assert_eq!(
+        err_k(&[
+            "-chardev",
+            "id=con0,path=/tmp/c.sock",
+            "-device",
+            "vsock,id=v,guest-cid=3",
+            "-device",
+            "virtio-balloon-device"
+        ]),
+        "-device: at most 2 devices besides disks and NICs are supported, got 3 (console, vsock and balloon count)"
+    );
+    // Snapshots never hold a balloon.
+    assert_eq!(
+        err_k(&[
+            "-device",
+            "virtio-balloon-device",
+            "-incoming",
+            "file:/tmp/snap"
+        ]),
+        "-incoming: a VM with a balloon device cannot start from a snapshot (snapshots exclude the balloon)"
+    );
+}

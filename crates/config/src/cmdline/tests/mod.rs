@@ -96,6 +96,7 @@ pub(super) fn vm(kernel: &str, cmdline: &str) -> VmConfig {
         nets: vec![],
         console: None,
         vsock: None,
+        balloon: None,
         serial: None,
         qmp: None,
         process: ProcessConfig {

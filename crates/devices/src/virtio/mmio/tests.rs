@@ -17,6 +17,8 @@ struct Dummy {
     sizes: Vec<u16>,
     features: u64,
     fail: bool,
+    /// The last queue exists only with this feature (as the balloon's optional queues).
+    last_queue_needs: Option<u64>,
     seen: Arc<Mutex<Seen>>,
 }
 
@@ -29,6 +31,12 @@ impl VirtioDevice for Dummy {
     }
     fn avail_features(&self) -> u64 {
         self.features
+    }
+    fn queues_in_use(&self, acked: u64) -> usize {
+        match self.last_queue_needs {
+            Some(f) if acked & f == 0 => self.sizes.len() - 1,
+            _ => self.sizes.len(),
+        }
     }
     fn ack_features(&mut self, features: u64) {
         self.seen.lock().unwrap().acked = Some(features);
@@ -98,6 +106,7 @@ fn transport_with(sizes: &[u16], features: u64, fail: bool) -> (MmioTransport, A
         sizes: sizes.to_vec(),
         features,
         fail,
+        last_queue_needs: None,
         seen: seen.clone(),
     };
     let t = MmioTransport::new(mem(), Box::new(dev), EventFd::new(EFD_NONBLOCK).unwrap()).unwrap();
@@ -316,6 +325,7 @@ fn high_address_halves_combine() {
         sizes: vec![8],
         features: 0,
         fail: false,
+        last_queue_needs: None,
         seen: seen.clone(),
     };
     let mut t =
@@ -544,6 +554,7 @@ fn save_and_restore_bring_back_registers_and_queue_positions() {
         sizes: vec![256, 16],
         features: EVENT_IDX | (1 << 5),
         fail: false,
+        last_queue_needs: None,
         seen: seen2.clone(),
     };
     let mut back = MmioTransport::restore(
@@ -580,6 +591,7 @@ fn restore_refuses_a_different_device() {
         sizes: vec![256],
         features: 0,
         fail: false,
+        last_queue_needs: None,
         seen,
     };
     let e = MmioTransport::restore(
@@ -595,4 +607,39 @@ fn restore_refuses_a_different_device() {
     let (mut idle, _) = transport();
     let state = idle.save().unwrap();
     assert!(!state.activated && state.positions.is_empty());
+}
+
+#[test]
+fn only_the_queues_the_features_call_for_are_started() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let dev = Dummy {
+        sizes: vec![256, 16],
+        features: 1 << 5,
+        fail: false,
+        last_queue_needs: Some(1 << 5),
+        seen: seen.clone(),
+    };
+    let mut t =
+        MmioTransport::new(mem(), Box::new(dev), EventFd::new(EFD_NONBLOCK).unwrap()).unwrap();
+    // Without the feature the driver sets up queue 0 alone: the device starts with it.
+    features_ok(&mut t, VERSION_1);
+    setup_queue(&mut t, 0, 256, 0x10000);
+    w(&mut t, regs::STATUS, 0xf);
+    assert!(t.is_activated());
+    {
+        let s = seen.lock().unwrap();
+        let (queues, evts) = &s.activations[0];
+        assert_eq!((queues.len(), evts.len()), (1, 1));
+    }
+    // With it, both queues must be ready.
+    w(&mut t, regs::STATUS, 0);
+    features_ok(&mut t, VERSION_1 | (1 << 5));
+    setup_queue(&mut t, 0, 256, 0x10000);
+    w(&mut t, regs::STATUS, 0xf);
+    assert!(!t.is_activated(), "queue 1 is not ready");
+    assert_ne!(r(&mut t, regs::STATUS) & status::DEVICE_NEEDS_RESET, 0);
+    w(&mut t, regs::STATUS, 0);
+    start(&mut t, VERSION_1 | (1 << 5));
+    assert!(t.is_activated());
+    assert_eq!(seen.lock().unwrap().activations[1].0.len(), 2);
 }

@@ -351,7 +351,7 @@ fn the_device_describes_itself_and_cleans_up() {
     let mut cid = [0u8; 8];
     r.dev.read_config(0, &mut cid);
     assert_eq!(u64::from_le_bytes(cid), 3);
-    assert!(thread_names().iter().any(|n| n == "vsock"));
+    assert!(eventually(|| thread_names().iter().any(|n| n == "vsock")));
     let path = r.path.clone();
     let mut s = UnixStream::connect(&path).unwrap();
     s.set_read_timeout(Some(SECOND)).unwrap();

@@ -316,6 +316,12 @@ def test_every_form_boots(tmp_path):
         try:
             assert parse_kv(vm.cmd_ok("vsock info"))["cid"] == "7"
             assert stat.S_IMODE(os.stat(uds).st_mode) == 0o600
+            # The device's own thread runs under its seccomp filter.
+            task = f"/proc/{vm.proc.pid}/task"
+            names = {t: open(f"{task}/{t}/comm").read().strip() for t in os.listdir(task)}
+            vsock = [t for t, n in names.items() if n == "vsock"]
+            assert len(vsock) == 1, names
+            assert "Seccomp:\t2" in open(f"{task}/{vsock[0]}/status").read()
         finally:
             vm.kill()
     cfg = {

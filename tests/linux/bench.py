@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Real-Linux benchmarks, stratovirt against QEMU microvm on the same L2 Linux in the same nested
-L1, runs alternating: boot to userspace, and the network (user-space virtio-net and vhost-net).
+L1, runs alternating: boot to userspace, the network (user-space virtio-net and vhost-net), and
+vsock (the userspace backend and vhost-vsock against QEMU's vhost-vsock-device).
 
     make bench-linux                   # or: .venv/bin/python tests/linux/bench.py [--runs N]
     tests/linux/bench.py --baseline OLD_STRATOVIRT   # also time another stratovirt build
     tests/linux/bench.py --what net --net-runs 3     # only the network
+    tests/linux/bench.py --what vsock                # only vsock
 
 Boot: for each VMM and kernel format, spawn -> L2 userspace (seen on the host), the guest
 kernel's own uptime at that point, and the largest gaps in the guest's boot log. Network: eth0
@@ -211,12 +213,95 @@ def net_bench(l1, runs: int, size: int, packets: int) -> dict:
     return results
 
 
+# -- vsock -------------------------------------------------------------------------------------
+
+VSOCK_UDS = "/run/bench-vsock.sock"
+SENT_RE = re.compile(r"sent (\d+) sum=\w+ echoed=(\d+) esum=\w+ ms=(\d+)")
+CONNS_RE = re.compile(r"conns (\d+) ms=(\d+)")
+
+
+def vsock_contestants() -> list[tuple[str, list[str]]]:
+    base = ["-kernel", f"{nested.L1_L2DIR}/vmlinux", "-initrd", INITRD, "-append", APPEND,
+            "-smp", "1", "-m", "256M", "-serial", "stdio"]
+    return [
+        ("stratovirt-user", ["/usr/bin/stratovirt", *base, "-device",
+                             f"vhost-vsock-device,id=v0,guest-cid=3,uds-path={VSOCK_UDS}"]),
+        ("stratovirt-vhost", ["/usr/bin/stratovirt", *base, "-device", "vhost-vsock-device,id=v0,guest-cid=3"]),
+        ("qemu-vhost", ["/usr/bin/qemu-system-x86_64", "-M", "microvm,acpi=off,rtc=on", "-enable-kvm",
+                        "-cpu", QEMU_KVM_CPU, "-nodefaults", "-no-user-config", "-nographic",
+                        "-no-reboot", "-global", "virtio-mmio.force-legacy=false", *base,
+                        "-device", "vhost-vsock-device,guest-cid=3"]),
+    ]
+
+
+def one_vsock(l1, name: str, argv: list[str], size: int, conns: int) -> dict:
+    """One boot: MiB/s guest->host and host->guest (one way, to a sink that answers the count),
+    and sequential connections per second, host to guest (one byte echoed each)."""
+    l1.exec(f"rm -f {VSOCK_UDS}*", check=False)
+    vm = nested.L2(l1, name, argv, env={"STRATOVIRT_LOG_LEVEL": "off"})
+    user = name.endswith("-user")
+    try:
+        vm.wait_userspace(240)
+        r = {}
+        # Host to guest.
+        vm.sh("(vsockxfer listen 7000 1 sink > /dev/null 2>&1 &)")
+        send = f"usend {VSOCK_UDS}" if user else "send 3"
+        m = SENT_RE.search(l1.sh(f"vsockxfer {send} 7000 {size} 1 oneway", timeout=900))
+        r["rx"] = {"bytes": int(m.group(1)), "ms": int(m.group(3))}
+        # Guest to host.
+        where = f"ulisten {VSOCK_UDS}_7001" if user else "listen 7001"
+        l1.sh(f"(vsockxfer {where} 1 sink > /dev/null 2>&1 &)")
+        m = SENT_RE.search(vm.out(f"sleep 0.5; vsockxfer send 2 7001 {size} 2 oneway", timeout=900))
+        r["tx"] = {"bytes": int(m.group(1)), "ms": int(m.group(3))}
+        # Connection setup, host to guest.
+        vm.sh(f"(vsockxfer listen 7002 {conns} > /dev/null 2>&1 &)")
+        opener = f"uconns {VSOCK_UDS}" if user else "conns 3"
+        m = CONNS_RE.search(l1.sh(f"sleep 0.5; vsockxfer {opener} 7002 {conns}", timeout=900))
+        r["conns"] = {"count": int(m.group(1)), "ms": int(m.group(2))}
+        return r
+    finally:
+        vm.kill()
+        l1.exec(f"rm -f {VSOCK_UDS}*", check=False)
+
+
+def vsock_bench(l1, runs: int, size: int, conns: int) -> dict:
+    contestants = vsock_contestants()
+    results: dict[str, list[dict]] = {name: [] for name, _ in contestants}
+    mibs = lambda x: x["bytes"] / (1 << 20) / max(x["ms"], 1) * 1e3  # noqa: E731
+    rate = lambda x: x["count"] / max(x["ms"], 1) * 1e3  # noqa: E731
+    for run in range(runs):
+        for i, (name, argv) in enumerate(contestants):
+            r = one_vsock(l1, f"v{run}-{i}", argv, size, conns)
+            results[name].append(r)
+            print(f"  run {run + 1}: {name:17} guest->host {mibs(r['tx']):6.1f} MiB/s, host->guest "
+                  f"{mibs(r['rx']):6.1f} MiB/s, {rate(r['conns']):6.1f} connections/s", flush=True)
+
+    def med(name, way, f):
+        return statistics.median(f(r[way]) for r in results[name])
+
+    print("\n| VMM | guest->host | host->guest | connections/s (host to guest, sequential) |")
+    print("|---|---|---|---|")
+    for name, _ in contestants:
+        print(f"| {name} | {med(name, 'tx', mibs):.1f} MiB/s | {med(name, 'rx', mibs):.1f} MiB/s "
+              f"| {med(name, 'conns', rate):.0f} |")
+    print()
+    q = "qemu-vhost"
+    for name in ("stratovirt-vhost", "stratovirt-user"):
+        print(f"{name} / {q} = guest->host {med(name, 'tx', mibs) / med(q, 'tx', mibs):.2f}x, "
+              f"host->guest {med(name, 'rx', mibs) / med(q, 'rx', mibs):.2f}x, connections "
+              f"{med(name, 'conns', rate) / med(q, 'conns', rate):.2f}x")
+    return results
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--baseline", help="another stratovirt binary to time beside this one")
     ap.add_argument("--json", default=os.path.join(nested.ROOT, "target", "bench-linux.json"))
-    ap.add_argument("--what", default="boot,net", help="boot, net, or both (default)")
+    ap.add_argument("--what", default="boot,net,vsock", help="boot, net, vsock, or a list (default: all)")
+    ap.add_argument("--vsock-runs", type=int, default=3)
+    ap.add_argument("--vsock-bytes", type=int, default=16 << 20, help="per stream transfer")
+    ap.add_argument("--vsock-conns", type=int, default=100, help="sequential connections per run")
     ap.add_argument("--net-runs", type=int, default=3)
     ap.add_argument("--net-bytes", type=int, default=32 << 20, help="per TCP transfer")
     ap.add_argument("--net-packets", type=int, default=20000, help="per UDP run")
@@ -246,6 +331,13 @@ def main() -> int:
             os.makedirs(os.path.dirname(args.json), exist_ok=True)
             with open(args.json.replace(".json", "-net.json"), "w") as f:
                 json.dump(net, f, indent=1)
+        if "vsock" in what:
+            print(f"# vsock: {args.vsock_runs} runs each, alternating; {args.vsock_bytes} bytes each "
+                  f"way, {args.vsock_conns} connections", flush=True)
+            vs = vsock_bench(l1, args.vsock_runs, args.vsock_bytes, args.vsock_conns)
+            os.makedirs(os.path.dirname(args.json), exist_ok=True)
+            with open(args.json.replace(".json", "-vsock.json"), "w") as f:
+                json.dump(vs, f, indent=1)
         if "boot" not in what:
             shutil.rmtree(work, ignore_errors=True)
             return 0

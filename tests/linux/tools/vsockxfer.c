@@ -1,14 +1,18 @@
 /* vsockxfer: vsock stream transfers for the real-Linux suite's vsock tests and benchmark (built
  * static; it runs in L2 and in L1). Busybox has no vsock tool.
  *
- *   vsockxfer listen PORT COUNT            AF_VSOCK: accept COUNT connections one after the
- *                                          other, echo each to its end
+ *   vsockxfer listen PORT COUNT [sink]     AF_VSOCK: accept COUNT connections one after the
+ *                                          other, echo each to its end (sink: read it to its
+ *                                          end, then answer the byte count, 8 bytes)
  *   vsockxfer ulisten PATH COUNT           the same on a Unix listener at PATH (the
  *                                          userspace device's <uds path>_<port>)
- *   vsockxfer send CID PORT BYTES SEED     AF_VSOCK: connect, send BYTES of the seed's pattern
+ *   vsockxfer send CID PORT BYTES SEED [oneway]
+ *                                          AF_VSOCK: connect, send BYTES of the seed's pattern
  *                                          while reading the echo, then half-close and read
- *                                          the echo to its end
- *   vsockxfer usend PATH PORT BYTES SEED   the same through the userspace device's Unix socket
+ *                                          the echo to its end (oneway: to a sink, whose count
+ *                                          ends it: one direction's throughput)
+ *   vsockxfer usend PATH PORT BYTES SEED [oneway]
+ *                                          the same through the userspace device's Unix socket
  *                                          (CONNECT PORT, then OK <host port>)
  *   vsockxfer conns CID PORT COUNT         COUNT sequential connections, one byte echoed each
  *   vsockxfer uconns PATH PORT COUNT       the same through the Unix socket
@@ -124,6 +128,21 @@ static void echo(int fd) {
     close(fd);
 }
 
+static void sink(int fd) {
+    static unsigned char buf[CHUNK];
+    unsigned long long got = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf, sizeof buf);
+        if (r == 0) break;
+        if (r < 0) { if (errno == EINTR) continue; perror("read"); exit(1); }
+        got += r;
+    }
+    if (write(fd, &got, sizeof got) != sizeof got) { perror("write"); exit(1); }
+    close(fd);
+}
+
+static int sinking;
+
 static int serve(int lfd, long count) {
     if (listen(lfd, 16) != 0) { perror("listen"); return 1; }
     long n = 0;
@@ -131,7 +150,7 @@ static int serve(int lfd, long count) {
         int fd = accept(lfd, NULL, NULL);
         if (fd < 0) { if (errno == EINTR) { n--; continue; } perror("accept"); return 1; }
         timeouts(fd);
-        echo(fd);
+        if (sinking) sink(fd); else echo(fd);
     }
     printf("accepted %ld\n", n);
     return 0;
@@ -139,7 +158,7 @@ static int serve(int lfd, long count) {
 
 /* Sends `bytes` of the pattern while reading the echo (both at once, so neither side's buffers
  * fill up), then half-closes and reads the rest. */
-static int transfer(int fd, unsigned long long bytes, uint64_t seed) {
+static int transfer(int fd, unsigned long long bytes, uint64_t seed, int oneway) {
     static unsigned char out[CHUNK], in[CHUNK];
     uint64_t x = seed ? seed : 1, sum = 0xcbf29ce484222325ULL, esum = sum;
     unsigned long long sent = 0, echoed = 0;
@@ -169,6 +188,12 @@ static int transfer(int fd, unsigned long long bytes, uint64_t seed) {
             ssize_t k = read(fd, in, sizeof in);
             if (k == 0) break;
             if (k < 0) { if (errno == EINTR || errno == EAGAIN) continue; perror("read"); return 1; }
+            if (oneway) {
+                /* The sink's byte count, after our half-close: nothing is echoed. */
+                if (k == 8) memcpy(&echoed, in, 8);
+                esum = echoed == sent ? sum : 0;
+                continue;
+            }
             esum = fold(esum, in, k);
             echoed += k;
         } else if (p.revents & (POLLHUP | POLLERR) && !(p.revents & POLLOUT)) {
@@ -228,6 +253,12 @@ static unsigned long num(const char *s) {
 
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc == 5 && !strcmp(argv[4], "sink")) {
+        sinking = 1;
+        argc--;
+    }
+    int oneway = argc == 7 && !strcmp(argv[6], "oneway");
+    if (oneway) argc--;
     if (argc == 4 && !strcmp(argv[1], "listen")) {
         int lfd = socket(AF_VSOCK, SOCK_STREAM, 0);
         struct sockaddr_vm sa = {.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY,
@@ -244,15 +275,17 @@ int main(int argc, char **argv) {
     }
     if (argc == 6 && !strcmp(argv[1], "send"))
         return transfer(vsock_connect((unsigned)num(argv[2]), (unsigned)num(argv[3])),
-                        num(argv[4]), num(argv[5]));
+                        num(argv[4]), num(argv[5]), oneway);
     if (argc == 6 && !strcmp(argv[1], "usend"))
-        return transfer(uds_connect(argv[2], (unsigned)num(argv[3])), num(argv[4]), num(argv[5]));
+        return transfer(uds_connect(argv[2], (unsigned)num(argv[3])), num(argv[4]), num(argv[5]),
+                        oneway);
     if (argc == 5 && !strcmp(argv[1], "conns"))
         return conns(open_vsock, NULL, (unsigned)num(argv[2]), (unsigned)num(argv[3]),
                      (long)num(argv[4]));
     if (argc == 5 && !strcmp(argv[1], "uconns"))
         return conns(open_uds, argv[2], 0, (unsigned)num(argv[3]), (long)num(argv[4]));
-    fprintf(stderr, "usage: vsockxfer listen PORT COUNT | ulisten PATH COUNT | send CID PORT BYTES SEED |"
-                    " usend PATH PORT BYTES SEED | conns CID PORT COUNT | uconns PATH PORT COUNT\n");
+    fprintf(stderr, "usage: vsockxfer listen PORT COUNT [sink] | ulisten PATH COUNT [sink] |"
+                    " send CID PORT BYTES SEED [oneway] | usend PATH PORT BYTES SEED [oneway] |"
+                    " conns CID PORT COUNT | uconns PATH PORT COUNT\n");
     return 2;
 }

@@ -239,7 +239,7 @@ def one_vsock(l1, name: str, argv: list[str], size: int, conns: int) -> dict:
     and sequential connections per second, host to guest (one byte echoed each)."""
     l1.exec(f"rm -f {VSOCK_UDS}*", check=False)
     vm = nested.L2(l1, name, argv, env={"STRATOVIRT_LOG_LEVEL": "off"})
-    user = name.endswith("-user")
+    user = any("uds-path=" in a for a in argv)
     try:
         vm.wait_userspace(240)
         r = {}

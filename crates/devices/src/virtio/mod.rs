@@ -39,6 +39,10 @@ mod mmio;
 pub mod net;
 pub mod pause;
 pub mod persist;
+#[cfg(test)]
+pub(crate) mod test_queue;
+#[cfg(test)]
+pub(crate) mod test_wait;
 pub mod vhost;
 
 pub use cmdline::mmio_cmdline_entry;

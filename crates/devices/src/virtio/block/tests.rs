@@ -90,7 +90,7 @@ fn has_thread(name: &str) -> bool {
 fn guest_reads_and_writes_through_the_transport() {
     let (f, data) = image(64);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     let backend = BlockBackend::open(f.as_path(), false, true).unwrap();
     let block = Block::new(10, Some((backend, "boot")));
     let handle = block.handle();
@@ -143,7 +143,7 @@ fn read_only_boot_disk_offers_ro() {
 fn empty_slot_hot_plug_and_unplug() {
     let (f, data) = image(32);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     let block = Block::new(12, None);
     let handle = block.handle();
     let mut t = transport(&m, block);
@@ -221,7 +221,7 @@ fn attach_before_the_driver_starts_raises_no_interrupt() {
 fn hot_plugged_read_only_disk_fails_writes_until_renegotiated() {
     let (f, data) = image(16);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     let block = Block::new(14, None);
     let handle = block.handle();
     let mut t = transport(&m, block);
@@ -245,7 +245,7 @@ fn hot_plugged_read_only_disk_fails_writes_until_renegotiated() {
 fn dropping_the_transport_stops_the_worker() {
     let (f, _) = image(8);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     let backend = BlockBackend::open(f.as_path(), false, false).unwrap();
     let mut t = transport(&m, Block::new(15, Some((backend, ""))));
     start(&mut t, &vq);
@@ -273,7 +273,7 @@ fn wrong_queue_count_is_refused() {
 fn hot_plug_races_with_guest_io() {
     let (f, _) = image(64);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     let block = Block::new(17, None);
     let handle = block.handle();
     let mut t = transport(&m, block);

@@ -42,6 +42,8 @@ pub mod persist;
 #[cfg(test)]
 pub(crate) mod test_queue;
 #[cfg(test)]
+pub(crate) mod test_transport;
+#[cfg(test)]
 pub(crate) mod test_wait;
 pub mod vhost;
 

@@ -2,13 +2,13 @@
 //! in it, a transport driven as Linux's virtio-mmio probe does, and chains of page frames,
 //! ranges and statistics.
 
-use super::Balloon;
 use crate::bus::BusDevice;
 pub(crate) use crate::virtio::test_queue::{TestQueue, QSIZE, WRITE};
+use crate::virtio::test_transport::probe;
+pub(crate) use crate::virtio::test_transport::{r, transport, w};
 pub(crate) use crate::virtio::test_wait::{eventually, thread_names, wait, SECOND};
 use crate::virtio::MmioTransport;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 pub const MIB: u64 = 1 << 20;
 /// Guest RAM: 8 MiB at 0 and 8 MiB at 16 MiB; 8..16 MiB is a hole.
@@ -64,16 +64,6 @@ pub fn word(m: &GuestMemoryMmap, addr: u64) -> u64 {
     m.read_obj(GuestAddress(addr)).unwrap()
 }
 
-pub fn r(t: &mut MmioTransport, offset: u64) -> u32 {
-    let mut b = [0; 4];
-    t.read(offset, &mut b);
-    u32::from_le_bytes(b)
-}
-
-pub fn w(t: &mut MmioTransport, offset: u64, v: u32) {
-    t.write(offset, &v.to_le_bytes());
-}
-
 pub fn offered(t: &mut MmioTransport) -> u64 {
     w(t, 0x14, 1);
     let hi = r(t, 0x10);
@@ -81,36 +71,10 @@ pub fn offered(t: &mut MmioTransport) -> u64 {
     u64::from(hi) << 32 | u64::from(r(t, 0x10))
 }
 
-pub fn transport(m: &GuestMemoryMmap, b: Balloon) -> MmioTransport {
-    MmioTransport::new(m.clone(), Box::new(b), EventFd::new(EFD_NONBLOCK).unwrap()).unwrap()
-}
-
 /// Linux's probe: accepts `features` (VERSION_1 added), sets up one queue per entry of
 /// `queues` (indexes 0, 1, ...) and starts the device.
 pub fn start(t: &mut MmioTransport, features: u64, queues: &[&TestQueue<'_>]) {
-    w(t, 0x70, 1);
-    w(t, 0x70, 3);
-    let f = features | (1 << 32);
-    w(t, 0x24, 0);
-    w(t, 0x20, f as u32);
-    w(t, 0x24, 1);
-    w(t, 0x20, (f >> 32) as u32);
-    w(t, 0x70, 0xb);
-    assert_eq!(r(t, 0x70), 0xb, "FEATURES_OK kept");
-    for (i, q) in queues.iter().enumerate() {
-        w(t, 0x30, i as u32);
-        assert_eq!(r(t, 0x34), 256, "queue {i} exists");
-        w(t, 0x38, u32::from(QSIZE));
-        w(t, 0x80, q.desc_table_addr().0 as u32);
-        w(t, 0x84, 0);
-        w(t, 0x90, q.avail_addr().0 as u32);
-        w(t, 0x94, 0);
-        w(t, 0xa0, q.used_addr().0 as u32);
-        w(t, 0xa4, 0);
-        w(t, 0x44, 1);
-    }
-    w(t, 0x70, 0xf);
-    assert!(t.is_activated(), "DRIVER_OK accepted");
+    probe(t, |_| features | (1 << 32), 256, queues);
 }
 
 /// Notifies queue `index` (as the ioeventfd would).

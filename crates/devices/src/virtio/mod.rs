@@ -48,6 +48,7 @@ pub(crate) mod test_wait;
 pub mod vhost;
 
 pub use cmdline::mmio_cmdline_entry;
+pub(crate) use device::take_queues;
 pub use device::{read_config_bytes, ActivateError, VirtioDevice};
 pub use interrupt::{Interrupt, InterruptKind};
 pub use mmio::{MmioTransport, MMIO_QUEUE_NOTIFY_OFFSET, MMIO_WINDOW_SIZE};

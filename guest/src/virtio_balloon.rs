@@ -26,7 +26,7 @@ use testkernel::fixedvec::FixedVec;
 use testkernel::virtq::{bit, desc_flags, status, Layout};
 
 use crate::shell::mem::TEST_BASE;
-use crate::virtio_mmio::{self, reg};
+use crate::virtio_mmio::{self, read as mmio_read, reg, write as mmio_write};
 use crate::{cpu, interrupts, phys};
 
 /// Largest queue used (the device may offer more).
@@ -210,14 +210,6 @@ fn driver() -> &'static mut Driver {
     // SAFETY: see `Global`: one user at a time; callers do not keep the reference across
     // calls that take it again.
     unsafe { &mut *DRIVER.0.get() }
-}
-
-fn mmio_read(base: u64, off: u64) -> u32 {
-    virtio_mmio::read(base, off)
-}
-
-fn mmio_write(base: u64, off: u64, v: u32) {
-    virtio_mmio::write(base, off, v)
 }
 
 /// Configuration interrupt of `transport` (interrupt context).

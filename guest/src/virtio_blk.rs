@@ -32,7 +32,7 @@ use testkernel::virtq::{
     self, bit, blk_status, blk_type, desc_flags, feature, status, Layout, BLK_ID_LEN,
 };
 
-use crate::virtio_mmio::{self, reg};
+use crate::virtio_mmio::{self, read as mmio_read, reg, write as mmio_write};
 use crate::{cpu, interrupts};
 
 /// virtio device id of a block device.
@@ -240,14 +240,6 @@ fn driver() -> &'static mut Driver {
     // is live while the caller uses this one (callers do not keep it across
     // calls that take it again).
     unsafe { &mut *DRIVER.0.get() }
-}
-
-fn mmio_read(base: u64, off: u64) -> u32 {
-    virtio_mmio::read(base, off)
-}
-
-fn mmio_write(base: u64, off: u64, v: u32) {
-    virtio_mmio::write(base, off, v)
 }
 
 /// Reads capacity with the ConfigGeneration protocol (retry while the

@@ -22,7 +22,7 @@ use testkernel::crc32::Crc32;
 use testkernel::pattern;
 use testkernel::virtq::{self, bit, desc_flags, feature, status, Layout};
 
-use crate::virtio_mmio::{self, reg};
+use crate::virtio_mmio::{self, read as mmio_read, reg, write as mmio_write};
 use crate::{cpu, interrupts};
 
 /// virtio device id of a console.
@@ -297,14 +297,6 @@ pub fn init(cmdline_text: &[u8]) {
         unsafe { *DRIVER.0.get() = Some(c) };
         return;
     }
-}
-
-fn mmio_read(base: u64, off: u64) -> u32 {
-    virtio_mmio::read(base, off)
-}
-
-fn mmio_write(base: u64, off: u64, v: u32) {
-    virtio_mmio::write(base, off, v)
 }
 
 impl Console {

@@ -652,6 +652,7 @@ def main():
     ap.add_argument("--qmp-requests", type=int, default=2000)
     ap.add_argument("--blk-requests", type=int, default=4000)
     ap.add_argument("--blk-runs", type=int, default=3)
+    ap.add_argument("--boot-only", action="store_true", help="only the boot section")
     ap.add_argument("--blk-only", action="store_true", help="only the block I/O section")
     ap.add_argument("--net-frames", type=int, default=4000)
     ap.add_argument("--net-runs", type=int, default=3)
@@ -687,6 +688,8 @@ def main():
           f"qemu/stratovirt = {qb/sb:.2f}x")
     print(f"VMM RSS (no guest RAM) stratovirt {sr/1024:8.2f} MiB  qemu {qr/1024:8.2f} MiB  "
           f"qemu/stratovirt = {qr/sr:.2f}x")
+    if a.boot_only:
+        return
 
     print(f"# QMP query-status: {a.qmp_requests} requests on 1 connection, then over 10 clients")
     q = {name: bench_qmp(name, build, a.qmp_requests, 10)

@@ -26,7 +26,7 @@ use testkernel::fixedvec::FixedVec;
 use testkernel::virtq::{bit, desc_flags, status, Layout};
 
 use crate::shell::mem::TEST_BASE;
-use crate::virtio_mmio::{self, reg};
+use crate::virtio_mmio::{self, read as mmio_read, reg, write as mmio_write};
 use crate::{cpu, interrupts, phys};
 
 /// Largest queue used (the device may offer more).
@@ -212,14 +212,6 @@ fn driver() -> &'static mut Driver {
     unsafe { &mut *DRIVER.0.get() }
 }
 
-fn mmio_read(base: u64, off: u64) -> u32 {
-    virtio_mmio::read(base, off)
-}
-
-fn mmio_write(base: u64, off: u64, v: u32) {
-    virtio_mmio::write(base, off, v)
-}
-
 /// Configuration interrupt of `transport` (interrupt context).
 pub fn on_config_change(transport: usize) {
     let d = &driver().dev;
@@ -289,16 +281,6 @@ pub fn init(cmdline_text: &[u8], map: &[e820::E820Entry]) {
     }
 }
 
-/// Sets FAILED in the device's status; returns `why`.
-fn failed(base: u64, why: &'static str) -> &'static str {
-    mmio_write(
-        base,
-        reg::STATUS,
-        mmio_read(base, reg::STATUS) | status::FAILED,
-    );
-    why
-}
-
 /// Resets the device and runs the initialisation sequence: features, the queues the features
 /// call for, the first statistics, DRIVER_OK.
 fn start(drv: &mut Driver) -> Result<(), &'static str> {
@@ -308,49 +290,18 @@ fn start(drv: &mut Driver) -> Result<(), &'static str> {
     drv.dev.stats = None;
     drv.dev.report = None;
     drv.dev.stats_out = 0;
-    mmio_write(b, reg::STATUS, 0);
-    let mut polls = 0;
-    while mmio_read(b, reg::STATUS) != 0 {
-        polls += 1;
-        if polls > 1000 {
-            return Err("reset did not complete");
-        }
-        cpu::pause();
-    }
-    mmio_write(b, reg::STATUS, status::ACKNOWLEDGE);
-    mmio_write(b, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
-    mmio_write(b, reg::DEVICE_FEATURES_SEL, 1);
-    let high = mmio_read(b, reg::DEVICE_FEATURES);
-    mmio_write(b, reg::DEVICE_FEATURES_SEL, 0);
-    let low = mmio_read(b, reg::DEVICE_FEATURES);
-    let offered = (u64::from(high) << 32) | u64::from(low);
-    let Some(acked) = balloon::negotiate(offered, drv.want_stats, drv.want_report) else {
-        return Err(failed(b, "device does not offer VERSION_1"));
-    };
-    mmio_write(b, reg::DRIVER_FEATURES_SEL, 0);
-    mmio_write(b, reg::DRIVER_FEATURES, acked as u32);
-    mmio_write(b, reg::DRIVER_FEATURES_SEL, 1);
-    mmio_write(b, reg::DRIVER_FEATURES, (acked >> 32) as u32);
-    let st = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
-    mmio_write(b, reg::STATUS, st);
-    if mmio_read(b, reg::STATUS) & status::FEATURES_OK == 0 {
-        return Err(failed(
-            b,
-            "device refused the features (FEATURES_OK not kept)",
-        ));
-    }
+    let acked = virtio_mmio::negotiate(b, |offered| {
+        balloon::negotiate(offered, drv.want_stats, drv.want_report)
+    })?;
     let setup = |q: Queue| -> Result<Option<Vq>, &'static str> {
         let Some(index) = balloon::queue_index(acked, q) else {
             return Ok(None);
         };
-        mmio_write(b, reg::QUEUE_SEL, u32::from(index));
-        if mmio_read(b, reg::QUEUE_READY) != 0 {
-            return Err("queue already live");
-        }
-        let max = mmio_read(b, reg::QUEUE_NUM_MAX);
-        if max == 0 {
-            return Err("a queue the features call for is missing");
-        }
+        let max = match virtio_mmio::select_queue(b, u32::from(index)) {
+            None => return Err("queue already live"),
+            Some(0) => return Err("a queue the features call for is missing"),
+            Some(max) => max,
+        };
         let size = max.min(u32::from(MAX_QUEUE)) as u16;
         mmio_write(b, reg::QUEUE_NUM, u32::from(size));
         let vq = Vq {
@@ -364,32 +315,14 @@ fn start(drv: &mut Driver) -> Result<(), &'static str> {
         put::<u16>(vq.region + l.used_event(), 0);
         put::<u32>(vq.region + l.used, 0);
         put::<u16>(vq.region + l.avail_event(), 0);
-        let set64 = |lo: u64, hi: u64, v: u64| {
-            mmio_write(b, lo, v as u32);
-            mmio_write(b, hi, (v >> 32) as u32);
-        };
-        set64(
-            reg::QUEUE_DESC_LOW,
-            reg::QUEUE_DESC_HIGH,
-            vq.region + l.desc,
-        );
-        set64(
-            reg::QUEUE_DRIVER_LOW,
-            reg::QUEUE_DRIVER_HIGH,
-            vq.region + l.avail,
-        );
-        set64(
-            reg::QUEUE_DEVICE_LOW,
-            reg::QUEUE_DEVICE_HIGH,
-            vq.region + l.used,
-        );
-        mmio_write(b, reg::QUEUE_READY, 1);
+        let r = vq.region;
+        virtio_mmio::set_queue_rings(b, r + l.desc, r + l.avail, r + l.used);
         Ok(Some(vq))
     };
-    let inflate = setup(Queue::Inflate).map_err(|e| failed(b, e))?;
-    let deflate = setup(Queue::Deflate).map_err(|e| failed(b, e))?;
-    let stats = setup(Queue::Stats).map_err(|e| failed(b, e))?;
-    let report = setup(Queue::Report).map_err(|e| failed(b, e))?;
+    let inflate = setup(Queue::Inflate).map_err(|e| virtio_mmio::failed(b, e))?;
+    let deflate = setup(Queue::Deflate).map_err(|e| virtio_mmio::failed(b, e))?;
+    let stats = setup(Queue::Stats).map_err(|e| virtio_mmio::failed(b, e))?;
+    let report = setup(Queue::Report).map_err(|e| virtio_mmio::failed(b, e))?;
     let d = &mut drv.dev;
     d.inflate = inflate.unwrap_or(NO_VQ);
     d.deflate = deflate.unwrap_or(NO_VQ);
@@ -401,14 +334,7 @@ fn start(drv: &mut Driver) -> Result<(), &'static str> {
         let pool = Pool::new(drv.pieces.as_slice()).pages();
         post_stats(d, pool, drv.usable, STATS.len() as u32);
     }
-    mmio_write(b, reg::STATUS, st | status::DRIVER_OK);
-    let now = mmio_read(b, reg::STATUS);
-    if now & status::DEVICE_NEEDS_RESET != 0 {
-        return Err("device needs reset right after DRIVER_OK");
-    }
-    if now & status::DRIVER_OK == 0 {
-        return Err(failed(b, "device did not keep DRIVER_OK"));
-    }
+    virtio_mmio::driver_ok(b)?;
     CONFIG_CHANGED.store(true, Ordering::Relaxed);
     Ok(())
 }

@@ -32,7 +32,7 @@ use testkernel::virtq::{
     self, bit, blk_status, blk_type, desc_flags, feature, status, Layout, BLK_ID_LEN,
 };
 
-use crate::virtio_mmio::{self, reg};
+use crate::virtio_mmio::{self, read as mmio_read, reg, write as mmio_write};
 use crate::{cpu, interrupts};
 
 /// virtio device id of a block device.
@@ -242,14 +242,6 @@ fn driver() -> &'static mut Driver {
     unsafe { &mut *DRIVER.0.get() }
 }
 
-fn mmio_read(base: u64, off: u64) -> u32 {
-    virtio_mmio::read(base, off)
-}
-
-fn mmio_write(base: u64, off: u64, v: u32) {
-    virtio_mmio::write(base, off, v)
-}
-
 /// Reads capacity with the ConfigGeneration protocol (retry while the
 /// generation moves under the two 32-bit reads).
 fn read_config(base: u64) -> (u32, u64) {
@@ -407,46 +399,13 @@ impl Disk {
     fn start(&mut self, index: usize, event_idx: bool) -> Result<(), &'static str> {
         let b = self.base;
         self.features = 0;
-        mmio_write(b, reg::STATUS, 0);
-        let mut polls = 0;
-        while mmio_read(b, reg::STATUS) != 0 {
-            polls += 1;
-            if polls > 1000 {
-                return Err("reset did not complete");
-            }
-            cpu::pause();
-        }
-        let fail = |why| {
-            mmio_write(b, reg::STATUS, mmio_read(b, reg::STATUS) | status::FAILED);
-            Err(why)
+        let acked = virtio_mmio::negotiate(b, |offered| virtq::negotiate(offered, event_idx))?;
+        let fail = |why| Err(virtio_mmio::failed(b, why));
+        let max = match virtio_mmio::select_queue(b, 0) {
+            None => return fail("queue 0 is already live"),
+            Some(0) => return fail("no queue 0"),
+            Some(max) => max,
         };
-        mmio_write(b, reg::STATUS, status::ACKNOWLEDGE);
-        mmio_write(b, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
-        mmio_write(b, reg::DEVICE_FEATURES_SEL, 1);
-        let high = mmio_read(b, reg::DEVICE_FEATURES);
-        mmio_write(b, reg::DEVICE_FEATURES_SEL, 0);
-        let low = mmio_read(b, reg::DEVICE_FEATURES);
-        let offered = (u64::from(high) << 32) | u64::from(low);
-        let Some(acked) = virtq::negotiate(offered, event_idx) else {
-            return fail("device does not offer VERSION_1");
-        };
-        mmio_write(b, reg::DRIVER_FEATURES_SEL, 0);
-        mmio_write(b, reg::DRIVER_FEATURES, acked as u32);
-        mmio_write(b, reg::DRIVER_FEATURES_SEL, 1);
-        mmio_write(b, reg::DRIVER_FEATURES, (acked >> 32) as u32);
-        let st = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
-        mmio_write(b, reg::STATUS, st);
-        if mmio_read(b, reg::STATUS) & status::FEATURES_OK == 0 {
-            return fail("device refused the features (FEATURES_OK not kept)");
-        }
-        mmio_write(b, reg::QUEUE_SEL, 0);
-        if mmio_read(b, reg::QUEUE_READY) != 0 {
-            return fail("queue 0 is already live");
-        }
-        let max = mmio_read(b, reg::QUEUE_NUM_MAX);
-        if max == 0 {
-            return fail("no queue 0");
-        }
         let size = max.min(u32::from(MAX_QUEUE)) as u16;
         mmio_write(b, reg::QUEUE_NUM, u32::from(size));
         self.layout = Layout::new(size);
@@ -461,23 +420,9 @@ impl Disk {
         put::<u32>(self.at(l.used), 0);
         put::<u16>(self.at(l.avail_event()), 0);
         let addr = |off: u64| self.at(off);
-        let set64 = |lo: u64, hi: u64, v: u64| {
-            mmio_write(b, lo, v as u32);
-            mmio_write(b, hi, (v >> 32) as u32);
-        };
-        set64(reg::QUEUE_DESC_LOW, reg::QUEUE_DESC_HIGH, addr(l.desc));
-        set64(reg::QUEUE_DRIVER_LOW, reg::QUEUE_DRIVER_HIGH, addr(l.avail));
-        set64(reg::QUEUE_DEVICE_LOW, reg::QUEUE_DEVICE_HIGH, addr(l.used));
-        mmio_write(b, reg::QUEUE_READY, 1);
+        virtio_mmio::set_queue_rings(b, addr(l.desc), addr(l.avail), addr(l.used));
         self.features = acked;
-        mmio_write(b, reg::STATUS, st | status::DRIVER_OK);
-        let now = mmio_read(b, reg::STATUS);
-        if now & status::DEVICE_NEEDS_RESET != 0 {
-            return Err("device needs reset right after DRIVER_OK");
-        }
-        if now & status::DRIVER_OK == 0 {
-            return fail("device did not keep DRIVER_OK");
-        }
+        virtio_mmio::driver_ok(b)?;
         store_config(index, b);
         Ok(())
     }

@@ -22,7 +22,7 @@ use testkernel::crc32::Crc32;
 use testkernel::pattern;
 use testkernel::virtq::{self, bit, desc_flags, feature, status, Layout};
 
-use crate::virtio_mmio::{self, reg};
+use crate::virtio_mmio::{self, read as mmio_read, reg, write as mmio_write};
 use crate::{cpu, interrupts};
 
 /// virtio device id of a console.
@@ -299,14 +299,6 @@ pub fn init(cmdline_text: &[u8]) {
     }
 }
 
-fn mmio_read(base: u64, off: u64) -> u32 {
-    virtio_mmio::read(base, off)
-}
-
-fn mmio_write(base: u64, off: u64, v: u32) {
-    virtio_mmio::write(base, off, v)
-}
-
 impl Console {
     fn event_idx(&self) -> bool {
         self.features & bit(feature::RING_EVENT_IDX) != 0
@@ -349,53 +341,16 @@ impl Console {
         self.tx_busy = 0;
         self.written = 0;
         self.read = 0;
-        mmio_write(b, reg::STATUS, 0);
-        let mut polls = 0;
-        while mmio_read(b, reg::STATUS) != 0 {
-            polls += 1;
-            if polls > 1000 {
-                return Err("reset did not complete");
-            }
-            cpu::pause();
-        }
-        let fail = |why| {
-            mmio_write(b, reg::STATUS, mmio_read(b, reg::STATUS) | status::FAILED);
-            Err(why)
-        };
-        mmio_write(b, reg::STATUS, status::ACKNOWLEDGE);
-        mmio_write(b, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
-        mmio_write(b, reg::DEVICE_FEATURES_SEL, 1);
-        let high = mmio_read(b, reg::DEVICE_FEATURES);
-        mmio_write(b, reg::DEVICE_FEATURES_SEL, 0);
-        let low = mmio_read(b, reg::DEVICE_FEATURES);
-        let offered = (u64::from(high) << 32) | u64::from(low);
-        let Some(acked) = virtq::negotiate_console(offered, event_idx) else {
-            return fail("device does not offer VERSION_1");
-        };
-        mmio_write(b, reg::DRIVER_FEATURES_SEL, 0);
-        mmio_write(b, reg::DRIVER_FEATURES, acked as u32);
-        mmio_write(b, reg::DRIVER_FEATURES_SEL, 1);
-        mmio_write(b, reg::DRIVER_FEATURES, (acked >> 32) as u32);
-        let st = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
-        mmio_write(b, reg::STATUS, st);
-        if mmio_read(b, reg::STATUS) & status::FEATURES_OK == 0 {
-            return fail("device refused the features (FEATURES_OK not kept)");
-        }
+        let acked =
+            virtio_mmio::negotiate(b, |offered| virtq::negotiate_console(offered, event_idx))?;
         for (i, vq) in [RXQ, TXQ].into_iter().zip([&mut self.rx, &mut self.tx]) {
             let region = rings_base() + u64::from(i) * QUEUE_BYTES;
             if let Err(e) = setup_queue(b, i, region, vq) {
-                return fail(e);
+                return Err(virtio_mmio::failed(b, e));
             }
         }
         self.features = acked;
-        mmio_write(b, reg::STATUS, st | status::DRIVER_OK);
-        let now = mmio_read(b, reg::STATUS);
-        if now & status::DEVICE_NEEDS_RESET != 0 {
-            return Err("device needs reset right after DRIVER_OK");
-        }
-        if now & status::DRIVER_OK == 0 {
-            return fail("device did not keep DRIVER_OK");
-        }
+        virtio_mmio::driver_ok(b)?;
         if post_rx {
             self.post_all_rx();
         }
@@ -616,14 +571,11 @@ impl Console {
 }
 
 fn setup_queue(b: u64, index: u32, region: u64, vq: &mut Vq) -> Result<(), &'static str> {
-    mmio_write(b, reg::QUEUE_SEL, index);
-    if mmio_read(b, reg::QUEUE_READY) != 0 {
-        return Err("a queue is already live");
-    }
-    let max = mmio_read(b, reg::QUEUE_NUM_MAX);
-    if max == 0 {
-        return Err("no receiveq and transmitq");
-    }
+    let max = match virtio_mmio::select_queue(b, index) {
+        None => return Err("a queue is already live"),
+        Some(0) => return Err("no receiveq and transmitq"),
+        Some(max) => max,
+    };
     let size = max.min(u32::from(MAX_QUEUE)) as u16;
     mmio_write(b, reg::QUEUE_NUM, u32::from(size));
     *vq = Vq {
@@ -639,18 +591,7 @@ fn setup_queue(b: u64, index: u32, region: u64, vq: &mut Vq) -> Result<(), &'sta
     put::<u16>(vq.at(l.used_event()), 0);
     put::<u32>(vq.at(l.used), 0);
     put::<u16>(vq.at(l.avail_event()), 0);
-    let set64 = |lo: u64, hi: u64, v: u64| {
-        mmio_write(b, lo, v as u32);
-        mmio_write(b, hi, (v >> 32) as u32);
-    };
-    set64(reg::QUEUE_DESC_LOW, reg::QUEUE_DESC_HIGH, vq.at(l.desc));
-    set64(
-        reg::QUEUE_DRIVER_LOW,
-        reg::QUEUE_DRIVER_HIGH,
-        vq.at(l.avail),
-    );
-    set64(reg::QUEUE_DEVICE_LOW, reg::QUEUE_DEVICE_HIGH, vq.at(l.used));
-    mmio_write(b, reg::QUEUE_READY, 1);
+    virtio_mmio::set_queue_rings(b, vq.at(l.desc), vq.at(l.avail), vq.at(l.used));
     Ok(())
 }
 

@@ -1,13 +1,15 @@
 //! virtio-mmio transports named on the command line: probing their
 //! registers for `info`, acknowledging their interrupts and passing
-//! configuration changes to the virtio-blk and virtio-net drivers.
+//! configuration changes to the virtio-blk and virtio-net drivers; and the
+//! device bring-up every driver runs (virtio 1.x, 3.1.1).
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use testkernel::cmdline::{VirtioMmioDev, VirtioScan};
+use testkernel::virtq::status;
 
-use crate::{phys, virtio_balloon, virtio_blk, virtio_net};
+use crate::{cpu, phys, virtio_balloon, virtio_blk, virtio_net};
 
 /// "virt" in little endian.
 pub const MAGIC: u32 = 0x7472_6976;
@@ -166,16 +168,100 @@ pub fn probe(dev: &VirtioMmioDev) -> Probe {
     if magic != MAGIC {
         return Probe::Absent;
     }
-    write(dev.base, reg::DEVICE_FEATURES_SEL, 1);
-    let high = read(dev.base, reg::DEVICE_FEATURES);
-    write(dev.base, reg::DEVICE_FEATURES_SEL, 0);
-    let low = read(dev.base, reg::DEVICE_FEATURES);
+    let features = device_features(dev.base);
     Probe::Present {
         version: read(dev.base, reg::VERSION),
         device_id: read(dev.base, reg::DEVICE_ID),
         vendor: read(dev.base, reg::VENDOR_ID),
-        features: (u64::from(high) << 32) | u64::from(low),
+        features,
     }
+}
+
+/// The device's feature bits 0-63 (the high word read first).
+pub fn device_features(base: u64) -> u64 {
+    write(base, reg::DEVICE_FEATURES_SEL, 1);
+    let high = read(base, reg::DEVICE_FEATURES);
+    write(base, reg::DEVICE_FEATURES_SEL, 0);
+    let low = read(base, reg::DEVICE_FEATURES);
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// The status once the features are negotiated.
+const FEATURES_DONE: u32 = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
+
+/// Sets FAILED in the device's status; returns `why`.
+pub fn failed(base: u64, why: &'static str) -> &'static str {
+    write(base, reg::STATUS, read(base, reg::STATUS) | status::FAILED);
+    why
+}
+
+/// Resets the device and runs the initialisation up to FEATURES_OK: ACKNOWLEDGE, DRIVER, then
+/// the features `choose` accepts of the offered ones (`None`: no VERSION_1). The accepted
+/// features; after a completed reset, a failure leaves FAILED set.
+pub fn negotiate(base: u64, choose: impl FnOnce(u64) -> Option<u64>) -> Result<u64, &'static str> {
+    write(base, reg::STATUS, 0);
+    let mut polls = 0;
+    while read(base, reg::STATUS) != 0 {
+        polls += 1;
+        if polls > 1000 {
+            return Err("reset did not complete");
+        }
+        cpu::pause();
+    }
+    write(base, reg::STATUS, status::ACKNOWLEDGE);
+    write(base, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
+    let Some(acked) = choose(device_features(base)) else {
+        return Err(failed(base, "device does not offer VERSION_1"));
+    };
+    write(base, reg::DRIVER_FEATURES_SEL, 0);
+    write(base, reg::DRIVER_FEATURES, acked as u32);
+    write(base, reg::DRIVER_FEATURES_SEL, 1);
+    write(base, reg::DRIVER_FEATURES, (acked >> 32) as u32);
+    write(base, reg::STATUS, FEATURES_DONE);
+    if read(base, reg::STATUS) & status::FEATURES_OK == 0 {
+        return Err(failed(
+            base,
+            "device refused the features (FEATURES_OK not kept)",
+        ));
+    }
+    Ok(acked)
+}
+
+/// Selects queue `index` for setting up: the most entries the device offers for it (0: no
+/// such queue), or `None` if it is live already.
+pub fn select_queue(base: u64, index: u32) -> Option<u32> {
+    write(base, reg::QUEUE_SEL, index);
+    if read(base, reg::QUEUE_READY) != 0 {
+        return None;
+    }
+    Some(read(base, reg::QUEUE_NUM_MAX))
+}
+
+/// Gives the selected queue its rings (descriptor table, driver and device area addresses)
+/// and sets QueueReady.
+pub fn set_queue_rings(base: u64, desc: u64, driver: u64, device: u64) {
+    let set64 = |lo: u64, hi: u64, v: u64| {
+        write(base, lo, v as u32);
+        write(base, hi, (v >> 32) as u32);
+    };
+    set64(reg::QUEUE_DESC_LOW, reg::QUEUE_DESC_HIGH, desc);
+    set64(reg::QUEUE_DRIVER_LOW, reg::QUEUE_DRIVER_HIGH, driver);
+    set64(reg::QUEUE_DEVICE_LOW, reg::QUEUE_DEVICE_HIGH, device);
+    write(base, reg::QUEUE_READY, 1);
+}
+
+/// The last step of the initialisation: DRIVER_OK, which the device must keep. A device that
+/// already needs a reset is left as it is; one that dropped DRIVER_OK gets FAILED.
+pub fn driver_ok(base: u64) -> Result<(), &'static str> {
+    write(base, reg::STATUS, FEATURES_DONE | status::DRIVER_OK);
+    let now = read(base, reg::STATUS);
+    if now & status::DEVICE_NEEDS_RESET != 0 {
+        return Err("device needs reset right after DRIVER_OK");
+    }
+    if now & status::DRIVER_OK == 0 {
+        return Err(failed(base, "device did not keep DRIVER_OK"));
+    }
+    Ok(())
 }
 
 /// Whether transport `index` answered with the magic value at boot.

@@ -21,12 +21,12 @@ use core::sync::atomic::{compiler_fence, AtomicU32, AtomicU8, Ordering};
 use testkernel::cmdline;
 use testkernel::fixedvec::FixedVec;
 use testkernel::netframe;
-use testkernel::virtq::{self, desc_flags, feature, net_feature, status, Layout, NET_HDR_LEN};
+use testkernel::virtq::{self, desc_flags, feature, net_feature, Layout, NET_HDR_LEN};
 
 use crate::hostile::{self, Dir};
+use crate::interrupts;
 use crate::virtio_mmio::{self, reg};
 use crate::vq::{Vq, Wait};
-use crate::{cpu, interrupts};
 
 /// virtio device id of a network card.
 pub const NET_DEVICE_ID: u32 = 1;
@@ -331,39 +331,9 @@ impl Nic {
     ) -> Result<(), &'static str> {
         let b = self.base;
         self.features = 0;
-        virtio_mmio::write(b, reg::STATUS, 0);
-        let mut polls = 0;
-        while virtio_mmio::read(b, reg::STATUS) != 0 {
-            polls += 1;
-            if polls > 1000 {
-                return Err("reset did not complete");
-            }
-            cpu::pause();
-        }
-        let fail = |why| {
-            let st = virtio_mmio::read(b, reg::STATUS);
-            virtio_mmio::write(b, reg::STATUS, st | status::FAILED);
-            Err(why)
-        };
-        virtio_mmio::write(b, reg::STATUS, status::ACKNOWLEDGE);
-        virtio_mmio::write(b, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
-        virtio_mmio::write(b, reg::DEVICE_FEATURES_SEL, 1);
-        let high = virtio_mmio::read(b, reg::DEVICE_FEATURES);
-        virtio_mmio::write(b, reg::DEVICE_FEATURES_SEL, 0);
-        let low = virtio_mmio::read(b, reg::DEVICE_FEATURES);
-        let offered = (u64::from(high) << 32) | u64::from(low);
-        let Some(acked) = virtq::negotiate_net(offered, event_idx, mrg_rxbuf) else {
-            return fail("device does not offer VERSION_1");
-        };
-        virtio_mmio::write(b, reg::DRIVER_FEATURES_SEL, 0);
-        virtio_mmio::write(b, reg::DRIVER_FEATURES, acked as u32);
-        virtio_mmio::write(b, reg::DRIVER_FEATURES_SEL, 1);
-        virtio_mmio::write(b, reg::DRIVER_FEATURES, (acked >> 32) as u32);
-        let st = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
-        virtio_mmio::write(b, reg::STATUS, st);
-        if virtio_mmio::read(b, reg::STATUS) & status::FEATURES_OK == 0 {
-            return fail("device refused the features (FEATURES_OK not kept)");
-        }
+        let acked = virtio_mmio::negotiate(b, |offered| {
+            virtq::negotiate_net(offered, event_idx, mrg_rxbuf)
+        })?;
         self.features = acked;
         if self.has(net_feature::MAC) {
             let lo = virtio_mmio::read(b, reg::CONFIG).to_le_bytes();
@@ -371,20 +341,9 @@ impl Nic {
             self.mac = [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1]];
         }
         let ev = self.has(feature::RING_EVENT_IDX);
-        if let Err(e) = self.rx.setup(ev) {
-            return fail(e);
-        }
-        if let Err(e) = self.tx.setup(ev) {
-            return fail(e);
-        }
-        virtio_mmio::write(b, reg::STATUS, st | status::DRIVER_OK);
-        let now = virtio_mmio::read(b, reg::STATUS);
-        if now & status::DEVICE_NEEDS_RESET != 0 {
-            return Err("device needs reset right after DRIVER_OK");
-        }
-        if now & status::DRIVER_OK == 0 {
-            return fail("device did not keep DRIVER_OK");
-        }
+        self.rx.setup(ev).map_err(|e| virtio_mmio::failed(b, e))?;
+        self.tx.setup(ev).map_err(|e| virtio_mmio::failed(b, e))?;
+        virtio_mmio::driver_ok(b)?;
         read_link(index, b);
         for (i, slot) in self.free.iter_mut().enumerate() {
             *slot = i as u16;

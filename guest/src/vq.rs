@@ -78,11 +78,9 @@ impl Vq {
     /// addresses, QueueReady. The rings start empty.
     pub fn setup(&mut self, event_idx: bool) -> Result<(), &'static str> {
         let b = self.mmio;
-        virtio_mmio::write(b, reg::QUEUE_SEL, u32::from(self.index));
-        if virtio_mmio::read(b, reg::QUEUE_READY) != 0 {
+        let Some(max) = virtio_mmio::select_queue(b, u32::from(self.index)) else {
             return Err("queue is already live");
-        }
-        let max = virtio_mmio::read(b, reg::QUEUE_NUM_MAX);
+        };
         if max < u32::from(self.layout.size) {
             return Err("device queue smaller than the driver's");
         }
@@ -95,26 +93,8 @@ impl Vq {
         self.put::<u16>(l.used_event(), 0);
         self.put::<u32>(l.used, 0);
         self.put::<u16>(l.avail_event(), 0);
-        let set64 = |lo: u64, hi: u64, v: u64| {
-            virtio_mmio::write(b, lo, v as u32);
-            virtio_mmio::write(b, hi, (v >> 32) as u32);
-        };
-        set64(
-            reg::QUEUE_DESC_LOW,
-            reg::QUEUE_DESC_HIGH,
-            self.ring + l.desc,
-        );
-        set64(
-            reg::QUEUE_DRIVER_LOW,
-            reg::QUEUE_DRIVER_HIGH,
-            self.ring + l.avail,
-        );
-        set64(
-            reg::QUEUE_DEVICE_LOW,
-            reg::QUEUE_DEVICE_HIGH,
-            self.ring + l.used,
-        );
-        virtio_mmio::write(b, reg::QUEUE_READY, 1);
+        let r = self.ring;
+        virtio_mmio::set_queue_rings(b, r + l.desc, r + l.avail, r + l.used);
         Ok(())
     }
 

@@ -2,7 +2,10 @@
 //! state, following the target, free page reports, reset, and malformed requests (`evil`).
 
 use super::mem::TEST_BASE;
-use super::{Args, CmdError, Command};
+use super::{
+    evil_case, field_dec, field_hex, field_str, find_case, print_cases, print_evil_end, Args,
+    CmdError, Command,
+};
 use crate::virtio_balloon::{self, Error, EvilOutcome, State, EVIL_CASES};
 use crate::{interrupts, serial, virtio_mmio};
 use testkernel::balloon::feature;
@@ -35,14 +38,10 @@ fn balloon(args: &Args) -> Result<(), CmdError> {
         }
         b"sync" => {
             let r = virtio_balloon::sync().map_err(error)?;
-            serial::puts("target=");
-            serial::dec(r.target);
-            serial::puts(" inflated=");
-            serial::dec(r.inflated);
-            serial::puts(" deflated=");
-            serial::dec(r.deflated);
-            serial::puts(" pages=");
-            serial::dec(virtio_balloon::info().pages);
+            field_dec("target=", r.target);
+            field_dec(" inflated=", r.inflated);
+            field_dec(" deflated=", r.deflated);
+            field_dec(" pages=", virtio_balloon::info().pages);
             serial::puts("\n");
             Ok(())
         }
@@ -53,8 +52,7 @@ fn balloon(args: &Args) -> Result<(), CmdError> {
                 .filter(|&b| b / 4096 <= virtio_balloon::pool_pages())
                 .ok_or(CmdError::msg("size exceeds usable RAM above 32 MiB"))?;
             let chains = virtio_balloon::report(TEST_BASE, bytes).map_err(error)?;
-            serial::puts("chains=");
-            serial::dec(chains);
+            field_dec("chains=", chains);
             serial::puts("\n");
             Ok(())
         }
@@ -109,57 +107,34 @@ fn info() {
         return;
     }
     let (target, actual) = virtio_balloon::config();
-    serial::puts(" virtio=");
-    serial::dec(b.transport as u64);
-    serial::puts(" irq=");
-    serial::dec(u64::from(b.irq));
-    serial::puts(" features=");
-    serial::hex(b.features);
-    serial::puts(" stats=");
-    serial::puts(flag(virtio_balloon::has(feature::STATS_VQ)));
-    serial::puts(" deflate_on_oom=");
-    serial::puts(flag(virtio_balloon::has(feature::DEFLATE_ON_OOM)));
-    serial::puts(" report=");
-    serial::puts(flag(virtio_balloon::reporting()));
-    serial::puts(" target=");
-    serial::dec(u64::from(target));
-    serial::puts(" actual=");
-    serial::dec(u64::from(actual));
-    serial::puts(" pages=");
-    serial::dec(b.pages);
-    serial::puts(" pool=");
-    serial::dec(virtio_balloon::pool_pages());
-    serial::puts(" auto=");
-    serial::puts(flag(b.auto));
-    serial::puts(" stats_sent=");
-    serial::dec(b.stats_sent);
-    serial::puts(" cfg_irqs=");
-    serial::dec(virtio_mmio::config_irqs(b.transport));
+    field_dec(" virtio=", b.transport as u64);
+    field_dec(" irq=", u64::from(b.irq));
+    field_hex(" features=", b.features);
+    field_str(" stats=", flag(virtio_balloon::has(feature::STATS_VQ)));
+    field_str(
+        " deflate_on_oom=",
+        flag(virtio_balloon::has(feature::DEFLATE_ON_OOM)),
+    );
+    field_str(" report=", flag(virtio_balloon::reporting()));
+    field_dec(" target=", u64::from(target));
+    field_dec(" actual=", u64::from(actual));
+    field_dec(" pages=", b.pages);
+    field_dec(" pool=", virtio_balloon::pool_pages());
+    field_str(" auto=", flag(b.auto));
+    field_dec(" stats_sent=", b.stats_sent);
+    field_dec(" cfg_irqs=", virtio_mmio::config_irqs(b.transport));
     if let State::Failed(why) = b.state {
-        serial::puts(" reason=");
-        serial::puts(why);
+        field_str(" reason=", why);
     }
     serial::puts("\n");
 }
 
 fn evil(args: &Args) -> Result<(), CmdError> {
-    let case = args
-        .get(1)
-        .ok_or(CmdError::msg("usage: balloon evil <case>|list"))?;
-    if case == b"list" {
-        for (name, what) in EVIL_CASES {
-            serial::puts(name);
-            serial::puts(": ");
-            serial::puts(what);
-            serial::puts("\n");
-        }
+    let list = || print_cases("", EVIL_CASES, ": ");
+    let Some(case) = evil_case(args, "usage: balloon evil <case>|list", list)? else {
         return Ok(());
-    }
-    let name = EVIL_CASES
-        .iter()
-        .map(|(n, _)| *n)
-        .find(|n| n.as_bytes() == case)
-        .ok_or(CmdError::msg("unknown case (balloon evil list)"))?;
+    };
+    let name = find_case(EVIL_CASES, case, "unknown case (balloon evil list)")?;
     let start = interrupts::ticks();
     let outcome = virtio_balloon::evil(name)
         .ok_or(CmdError::msg("unknown case"))?
@@ -169,12 +144,7 @@ fn evil(args: &Args) -> Result<(), CmdError> {
         EvilOutcome::Timeout => "timeout",
         EvilOutcome::NeedsReset => "needs-reset",
     });
-    serial::puts(" device_status=");
-    serial::hex(u64::from(virtio_balloon::device_status()));
-    serial::puts(" state=");
-    serial::puts(state_name(virtio_balloon::info().state));
-    serial::puts(" ticks=");
-    serial::dec(interrupts::ticks() - start);
-    serial::puts("\n");
+    let status = virtio_balloon::device_status();
+    print_evil_end(" ", status, state_name(virtio_balloon::info().state), start);
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! General commands: help, info, ticks, irqs, boot, cpuid.
 
-use super::{commands, Args, CmdError, Command};
+use super::{commands, field_dec, field_hex, Args, CmdError, Command};
 use crate::virtio_mmio::{self, Probe};
 use crate::{cpu, interrupts, ioapic, phys, serial, smp, system};
 use testkernel::e820;
@@ -63,8 +63,7 @@ fn printable(bytes: &[u8]) {
 
 fn info(_: &Args) -> Result<(), CmdError> {
     let sys = system::get();
-    serial::puts("cpus=");
-    serial::dec(u64::from(smp::cpus_online()));
+    field_dec("cpus=", u64::from(smp::cpus_online()));
     serial::puts("\nmem=");
     serial::dec(sys.usable);
     serial::puts("\ncmdline=");
@@ -73,12 +72,9 @@ fn info(_: &Args) -> Result<(), CmdError> {
     for (i, dev) in virtio_mmio::devices().iter().enumerate() {
         serial::puts("virtio");
         serial::dec(i as u64);
-        serial::puts(" base=");
-        serial::hex(dev.base);
-        serial::puts(" size=");
-        serial::hex(dev.size);
-        serial::puts(" irq=");
-        serial::dec(u64::from(dev.irq));
+        field_hex(" base=", dev.base);
+        field_hex(" size=", dev.size);
+        field_dec(" irq=", u64::from(dev.irq));
         match virtio_mmio::probe(dev) {
             Probe::Unmapped => serial::puts(" unmapped"),
             Probe::Absent => serial::puts(" absent"),
@@ -90,10 +86,8 @@ fn info(_: &Args) -> Result<(), CmdError> {
             } => {
                 serial::puts(" magic=ok version=");
                 serial::dec(u64::from(version));
-                serial::puts(" device=");
-                serial::dec(u64::from(device_id));
-                serial::puts(" vendor=");
-                serial::hex(u64::from(vendor));
+                field_dec(" device=", u64::from(device_id));
+                field_hex(" vendor=", u64::from(vendor));
                 serial::puts(" features=");
                 serial::hex16(features);
             }
@@ -122,15 +116,13 @@ fn cpuid(args: &Args) -> Result<(), CmdError> {
 }
 
 fn ticks(_: &Args) -> Result<(), CmdError> {
-    serial::puts("ticks=");
-    serial::dec(interrupts::ticks());
+    field_dec("ticks=", interrupts::ticks());
     serial::puts("\n");
     Ok(())
 }
 
 fn irqs(_: &Args) -> Result<(), CmdError> {
-    serial::puts("timer=");
-    serial::dec(interrupts::ticks());
+    field_dec("timer=", interrupts::ticks());
     serial::puts("\n");
     for gsi in 0..interrupts::MAX_GSI {
         let n = interrupts::gsi_count(gsi);
@@ -144,8 +136,7 @@ fn irqs(_: &Args) -> Result<(), CmdError> {
     }
     let other = interrupts::other_count();
     if other != 0 {
-        serial::puts("other=");
-        serial::dec(other);
+        field_dec("other=", other);
         serial::puts("\n");
     }
     Ok(())
@@ -158,36 +149,28 @@ fn boot(_: &Args) -> Result<(), CmdError> {
         testkernel::bootinfo::BootProtocol::Linux => "linux",
         testkernel::bootinfo::BootProtocol::Pvh => "pvh",
     });
-    serial::puts(" rsdp=");
-    serial::hex(sys.boot.rsdp);
+    field_hex(" rsdp=", sys.boot.rsdp);
     serial::puts("\n");
     for e in sys.boot.memmap.iter() {
         serial::puts("e820 addr=");
         serial::hex(e.addr);
-        serial::puts(" size=");
-        serial::hex(e.size);
-        serial::puts(" type=");
-        serial::dec(u64::from(e.kind));
+        field_hex(" size=", e.size);
+        field_dec(" type=", u64::from(e.kind));
         serial::puts("\n");
     }
-    serial::puts("usable=");
-    serial::dec(e820::usable_bytes(sys.boot.memmap.as_slice()));
+    field_dec("usable=", e820::usable_bytes(sys.boot.memmap.as_slice()));
     serial::puts("\npaging=");
     serial::puts(if sys.map.page_size == 1 << 30 {
         "1G"
     } else {
         "2M"
     });
-    serial::puts(" mapped=");
-    serial::hex(phys::mapped_limit());
+    field_hex(" mapped=", phys::mapped_limit());
     serial::puts("\ntopology=");
     serial::puts(sys.topology.source.name());
-    serial::puts(" table=");
-    serial::hex(sys.topology.table_addr);
-    serial::puts(" lapic=");
-    serial::hex(sys.topology.lapic_addr);
-    serial::puts(" bsp_apic_id=");
-    serial::dec(u64::from(sys.bsp_apic_id));
+    field_hex(" table=", sys.topology.table_addr);
+    field_hex(" lapic=", sys.topology.lapic_addr);
+    field_dec(" bsp_apic_id=", u64::from(sys.bsp_apic_id));
     serial::puts("\n");
     for c in sys.topology.cpus.iter() {
         serial::puts("cpu apic_id=");
@@ -201,31 +184,22 @@ fn boot(_: &Args) -> Result<(), CmdError> {
     for chip in ioapic::chips() {
         serial::puts("ioapic id=");
         serial::dec(u64::from(chip.id));
-        serial::puts(" addr=");
-        serial::hex(chip.addr);
-        serial::puts(" gsi_base=");
-        serial::dec(u64::from(chip.gsi_base));
-        serial::puts(" pins=");
-        serial::dec(u64::from(chip.pins));
+        field_hex(" addr=", chip.addr);
+        field_dec(" gsi_base=", u64::from(chip.gsi_base));
+        field_dec(" pins=", u64::from(chip.pins));
         serial::puts("\n");
     }
-    serial::puts("serial_gsi=");
-    serial::dec(u64::from(sys.serial_gsi));
+    field_dec("serial_gsi=", u64::from(sys.serial_gsi));
     serial::puts("\nsmp targets=");
     serial::dec(u64::from(sys.smp.targets));
-    serial::puts(" online=");
-    serial::dec(u64::from(sys.smp.online));
-    serial::puts(" skipped=");
-    serial::dec(u64::from(sys.smp.skipped));
-    serial::puts(" second_sipi=");
-    serial::dec(u64::from(sys.smp.second_sipi));
+    field_dec(" online=", u64::from(sys.smp.online));
+    field_dec(" skipped=", u64::from(sys.smp.skipped));
+    field_dec(" second_sipi=", u64::from(sys.smp.second_sipi));
     let scan = virtio_mmio::scan();
     serial::puts("\nvirtio devices=");
     serial::dec(scan.devices.len() as u64);
-    serial::puts(" invalid=");
-    serial::dec(scan.invalid as u64);
-    serial::puts(" dropped=");
-    serial::dec(scan.dropped as u64);
+    field_dec(" invalid=", scan.invalid as u64);
+    field_dec(" dropped=", scan.dropped as u64);
     serial::puts("\n");
     Ok(())
 }

@@ -2,7 +2,10 @@
 //! docs/testkernel.md): list, read (CRC-32), write (seeded pattern), flush,
 //! id, bench, reset, and malformed requests (`evil`).
 
-use super::{Args, CmdError, Command};
+use super::{
+    evil_case, field_dec, field_hex, field_str, print_cases, print_evil_end, Args, CmdError,
+    Command,
+};
 use crate::virtio_blk::{self, EvilOutcome, IoError, State, EVIL_CASES};
 use crate::{interrupts, serial, virtio_mmio};
 use testkernel::num::{fmt_hex, NUM_BUF};
@@ -40,8 +43,7 @@ fn blk(args: &Args) -> Result<(), CmdError> {
         b"reset" => {
             let dev = device(args, 1)?;
             virtio_blk::reset(dev).map_err(io_error)?;
-            serial::puts("capacity=");
-            serial::dec(virtio_blk::capacity(dev));
+            field_dec("capacity=", virtio_blk::capacity(dev));
             serial::puts("\n");
             Ok(())
         }
@@ -108,11 +110,9 @@ fn state_name(s: State) -> &'static str {
 }
 
 fn list() -> Result<(), CmdError> {
-    serial::puts("disks=");
-    serial::dec(virtio_blk::count() as u64);
+    field_dec("disks=", virtio_blk::count() as u64);
     if virtio_blk::skipped() != 0 {
-        serial::puts(" skipped=");
-        serial::dec(virtio_blk::skipped() as u64);
+        field_dec(" skipped=", virtio_blk::skipped() as u64);
     }
     serial::puts("\n");
     for i in 0..virtio_blk::count() {
@@ -125,33 +125,22 @@ fn list() -> Result<(), CmdError> {
         };
         let d = virtio_blk::disk(i).unwrap_or(d);
         serial::write(&virtq::disk_name(i));
-        serial::puts(" slot=");
-        serial::dec(i as u64);
-        serial::puts(" virtio=");
-        serial::dec(d.transport as u64);
-        serial::puts(" irq=");
-        serial::dec(u64::from(d.irq));
-        serial::puts(" capacity=");
-        serial::dec(virtio_blk::capacity(i));
-        serial::puts(" ro=");
-        serial::dec(u64::from(d.read_only()));
+        field_dec(" slot=", i as u64);
+        field_dec(" virtio=", d.transport as u64);
+        field_dec(" irq=", u64::from(d.irq));
+        field_dec(" capacity=", virtio_blk::capacity(i));
+        field_dec(" ro=", u64::from(d.read_only()));
         serial::puts(" serial=");
         match id {
             Some(id) => printable(virtq::id_text(&id)),
             None => serial::puts("-"),
         }
-        serial::puts(" state=");
-        serial::puts(state_name(d.state));
-        serial::puts(" gen=");
-        serial::dec(u64::from(virtio_blk::generation(i)));
-        serial::puts(" cfg_irqs=");
-        serial::dec(virtio_mmio::config_irqs(d.transport));
-        serial::puts(" used_irqs=");
-        serial::dec(virtio_mmio::used_irqs(d.transport));
-        serial::puts(" queue=");
-        serial::dec(u64::from(d.queue_size()));
-        serial::puts(" features=");
-        serial::hex(d.features);
+        field_str(" state=", state_name(d.state));
+        field_dec(" gen=", u64::from(virtio_blk::generation(i)));
+        field_dec(" cfg_irqs=", virtio_mmio::config_irqs(d.transport));
+        field_dec(" used_irqs=", virtio_mmio::used_irqs(d.transport));
+        field_dec(" queue=", u64::from(d.queue_size()));
+        field_hex(" features=", d.features);
         if let State::Failed(why) = d.state {
             serial::puts(" reason=");
             printable(why.as_bytes());
@@ -233,31 +222,19 @@ fn bench(args: &Args) -> Result<(), CmdError> {
         Some(_) => return Err(CmdError::msg("last argument must be read or write")),
     };
     let r = virtio_blk::bench(dev, requests, qd as usize, write).map_err(io_error)?;
-    serial::puts("requests=");
-    serial::dec(r.requests);
-    serial::puts(" ticks=");
-    serial::dec(r.ticks);
-    serial::puts(" qd=");
-    serial::dec(r.depth as u64);
-    serial::puts(" irqs=");
-    serial::dec(r.interrupts);
+    field_dec("requests=", r.requests);
+    field_dec(" ticks=", r.ticks);
+    field_dec(" qd=", r.depth as u64);
+    field_dec(" irqs=", r.interrupts);
     serial::puts("\n");
     Ok(())
 }
 
 fn evil(args: &Args) -> Result<(), CmdError> {
-    let case = args
-        .get(1)
-        .ok_or(CmdError::msg("usage: blk evil <case>|list [dev]"))?;
-    if case == b"list" {
-        for (name, what) in EVIL_CASES {
-            serial::puts(name);
-            serial::puts(" - ");
-            serial::puts(what);
-            serial::puts("\n");
-        }
+    let list = || print_cases("", EVIL_CASES, " - ");
+    let Some(case) = evil_case(args, "usage: blk evil <case>|list [dev]", list)? else {
         return Ok(());
-    }
+    };
     let dev = if args.len() > 2 {
         device(args, 2)?
     } else {
@@ -277,20 +254,13 @@ fn evil(args: &Args) -> Result<(), CmdError> {
                 Some(s) => serial::dec(u64::from(s)),
                 None => serial::puts("none"),
             }
-            serial::puts(" used_len=");
-            serial::dec(u64::from(len));
+            field_dec(" used_len=", u64::from(len));
         }
         EvilOutcome::Timeout => serial::puts("timeout"),
         EvilOutcome::NeedsReset => serial::puts("needs-reset"),
     }
     let d = virtio_blk::disk(dev).ok_or(CmdError::msg("no such disk"))?;
-    serial::puts(" device_status=");
-    serial::hex(u64::from(d.device_status()));
-    serial::puts(" state=");
-    serial::puts(state_name(d.state));
-    serial::puts(" ticks=");
-    serial::dec(interrupts::ticks() - ticks);
-    serial::puts("\n");
+    print_evil_end(" ", d.device_status(), state_name(d.state), ticks);
     if d.device_status() & status::DEVICE_NEEDS_RESET != 0 && d.state == State::Ready {
         serial::puts("warning: device needs reset\n");
     }

@@ -2,7 +2,9 @@
 //! and seeded output, input (CRC-32) and echo, a throughput benchmark, reset, and malformed
 //! buffers (`evil`).
 
-use super::{Args, CmdError, Command};
+use super::{
+    evil_case, field_dec, field_hex, field_str, find_case, print_cases, Args, CmdError, Command,
+};
 use crate::virtio_console::{self, EvilOutcome, IoError, State, EVIL_CASES};
 use crate::{serial, virtio_mmio};
 use testkernel::num::{fmt_hex, NUM_BUF};
@@ -51,8 +53,7 @@ fn con(args: &Args) -> Result<(), CmdError> {
             let mut buf = [0; NUM_BUF];
             serial::puts("crc32=");
             serial::write(&fmt_hex(u64::from(crc), 8, &mut buf)[2..]);
-            serial::puts(" bytes=");
-            serial::dec(len);
+            field_dec(" bytes=", len);
             serial::puts("\n");
             Ok(())
         }
@@ -64,14 +65,10 @@ fn con(args: &Args) -> Result<(), CmdError> {
             let len = args.number(1, "usage: con bench <bytes> [chunk]")?;
             let chunk = chunk(args, 2)?;
             let r = virtio_console::bench(len, chunk).map_err(io_error)?;
-            serial::puts("bytes=");
-            serial::dec(r.bytes);
-            serial::puts(" ticks=");
-            serial::dec(r.ticks);
-            serial::puts(" kicks=");
-            serial::dec(r.kicks);
-            serial::puts(" irqs=");
-            serial::dec(r.interrupts);
+            field_dec("bytes=", r.bytes);
+            field_dec(" ticks=", r.ticks);
+            field_dec(" kicks=", r.kicks);
+            field_dec(" irqs=", r.interrupts);
             serial::puts("\n");
             Ok(())
         }
@@ -122,59 +119,33 @@ fn info() -> Result<(), CmdError> {
     let c = virtio_console::console().ok_or(CmdError::msg("no console"))?;
     serial::puts("console virtio=");
     serial::dec(c.transport as u64);
-    serial::puts(" irq=");
-    serial::dec(u64::from(c.irq));
-    serial::puts(" state=");
-    serial::puts(state_name(c.state));
-    serial::puts(" features=");
-    serial::hex(c.features);
-    serial::puts(" queue=");
-    serial::dec(u64::from(c.queue_size()));
-    serial::puts(" status=");
-    serial::hex(u64::from(c.device_status()));
-    serial::puts(" written=");
-    serial::dec(c.written);
-    serial::puts(" read=");
-    serial::dec(c.read);
-    serial::puts(" kicks=");
-    serial::dec(c.kicks);
-    serial::puts(" used_irqs=");
-    serial::dec(virtio_mmio::used_irqs(c.transport));
+    field_dec(" irq=", u64::from(c.irq));
+    field_str(" state=", state_name(c.state));
+    field_hex(" features=", c.features);
+    field_dec(" queue=", u64::from(c.queue_size()));
+    field_hex(" status=", u64::from(c.device_status()));
+    field_dec(" written=", c.written);
+    field_dec(" read=", c.read);
+    field_dec(" kicks=", c.kicks);
+    field_dec(" used_irqs=", virtio_mmio::used_irqs(c.transport));
     let (used, seen, avail, busy) = c.tx_state();
-    serial::puts(" tx_used=");
-    serial::dec(u64::from(used));
-    serial::puts(" tx_seen=");
-    serial::dec(u64::from(seen));
-    serial::puts(" tx_avail=");
-    serial::dec(u64::from(avail));
-    serial::puts(" tx_busy=");
-    serial::hex(busy);
+    field_dec(" tx_used=", u64::from(used));
+    field_dec(" tx_seen=", u64::from(seen));
+    field_dec(" tx_avail=", u64::from(avail));
+    field_hex(" tx_busy=", busy);
     if let State::Failed(why) = c.state {
-        serial::puts(" reason=");
-        serial::puts(why);
+        field_str(" reason=", why);
     }
     serial::puts("\n");
     Ok(())
 }
 
 fn evil(args: &Args) -> Result<(), CmdError> {
-    let case = args
-        .get(1)
-        .ok_or(CmdError::msg("usage: con evil <case>|list"))?;
-    if case == b"list" {
-        for (name, what) in EVIL_CASES {
-            serial::puts(name);
-            serial::puts(": ");
-            serial::puts(what);
-            serial::puts("\n");
-        }
+    let list = || print_cases("", EVIL_CASES, ": ");
+    let Some(case) = evil_case(args, "usage: con evil <case>|list", list)? else {
         return Ok(());
-    }
-    let name = EVIL_CASES
-        .iter()
-        .map(|(n, _)| *n)
-        .find(|n| n.as_bytes() == case)
-        .ok_or(CmdError::msg("unknown case (con evil list)"))?;
+    };
+    let name = find_case(EVIL_CASES, case, "unknown case (con evil list)")?;
     match virtio_console::evil(name) {
         None => Err(CmdError::msg("unknown case (con evil list)")),
         Some(Err(e)) => Err(io_error(e)),

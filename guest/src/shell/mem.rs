@@ -4,7 +4,7 @@
 //! <from-MiB> <MiB>` checks that the same word of every page there is zero
 //! (pages the host gave back, e.g. after a balloon deflate, read as zero).
 
-use super::{Args, CmdError, Command};
+use super::{field_dec, Args, CmdError, Command};
 use crate::{phys, serial, system};
 use testkernel::e820;
 use testkernel::fixedvec::FixedVec;
@@ -69,8 +69,7 @@ fn mem(args: &Args) -> Result<(), CmdError> {
     if let Some(addr) = mismatch {
         return Err(CmdError::hex("mismatch at ", addr));
     }
-    serial::puts("pages=");
-    serial::dec(pages);
+    field_dec("pages=", pages);
     serial::puts("\n");
     Ok(())
 }
@@ -135,8 +134,7 @@ fn zero(args: &Args) -> Result<(), CmdError> {
     if let Some(addr) = nonzero {
         return Err(CmdError::hex("nonzero at ", addr));
     }
-    serial::puts("pages=");
-    serial::dec(pages);
+    field_dec("pages=", pages);
     serial::puts("\n");
     Ok(())
 }

@@ -14,7 +14,7 @@ mod net;
 mod power;
 mod vsock;
 
-use crate::{cpu, serial};
+use crate::{cpu, interrupts, serial};
 use testkernel::num::parse_number;
 
 /// A shell command.
@@ -113,6 +113,73 @@ impl CmdError {
             value: Some(ErrValue::Dec(v)),
         }
     }
+}
+
+/// Prints ` key=` (as `key` spells it) and `v` in decimal: one field of a status line.
+pub fn field_dec(key: &str, v: u64) {
+    serial::puts(key);
+    serial::dec(v);
+}
+
+/// Prints `key` and `v` in hex (`0x...`).
+pub fn field_hex(key: &str, v: u64) {
+    serial::puts(key);
+    serial::hex(v);
+}
+
+/// Prints `key` and the text `v`.
+pub fn field_str(key: &str, v: &str) {
+    serial::puts(key);
+    serial::puts(v);
+}
+
+/// Prints `cases` (name, what it does) one a line: `prefix`, name, `sep`, what.
+pub fn print_cases(prefix: &str, cases: &[(&str, &str)], sep: &str) {
+    for (name, what) in cases {
+        serial::puts(prefix);
+        serial::puts(name);
+        serial::puts(sep);
+        serial::puts(what);
+        serial::puts("\n");
+    }
+}
+
+/// The case an `evil` subcommand names (argument 1; `usage` if there is none), or `None`
+/// once `list` has run for `evil list`.
+pub fn evil_case<'a>(
+    args: &Args<'a>,
+    usage: &'static str,
+    list: impl FnOnce(),
+) -> Result<Option<&'a [u8]>, CmdError> {
+    let case = args.get(1).ok_or(CmdError::msg(usage))?;
+    if case == b"list" {
+        list();
+        return Ok(None);
+    }
+    Ok(Some(case))
+}
+
+/// The name in `cases` that `case` spells (`unknown` if none does).
+pub fn find_case(
+    cases: &[(&'static str, &str)],
+    case: &[u8],
+    unknown: &'static str,
+) -> Result<&'static str, CmdError> {
+    cases
+        .iter()
+        .map(|(n, _)| *n)
+        .find(|n| n.as_bytes() == case)
+        .ok_or(CmdError::msg(unknown))
+}
+
+/// The end of an `evil` line after its outcome: the device's status, the driver's state and
+/// the ticks since `start`, the first field after `sep`.
+pub fn print_evil_end(sep: &str, device_status: u32, state: &str, start: u64) {
+    serial::puts(sep);
+    field_hex("device_status=", u64::from(device_status));
+    field_str(" state=", state);
+    field_dec(" ticks=", interrupts::ticks() - start);
+    serial::puts("\n");
 }
 
 const LINE_MAX: usize = 128;

@@ -1,7 +1,10 @@
 //! `net ...`: the virtio-net NICs (see `virtio_net.rs` and docs/testkernel.md): list, send and
 //! receive test frames, benchmark, reset, and malformed chains (`evil`).
 
-use super::{Args, CmdError, Command};
+use super::{
+    evil_case, field_dec, field_hex, field_str, print_cases, print_evil_end, Args, CmdError,
+    Command,
+};
 use crate::hostile;
 use crate::virtio_net::{self, NetError, State, EVIL_NET_CASES};
 use crate::vq::Wait;
@@ -26,8 +29,7 @@ fn net(args: &Args) -> Result<(), CmdError> {
         b"reset" => {
             let dev = device(args, 1)?;
             virtio_net::reset(dev).map_err(net_error)?;
-            serial::puts("link=");
-            serial::puts(link(dev));
+            field_str("link=", link(dev));
             serial::puts("\n");
             Ok(())
         }
@@ -99,40 +101,27 @@ fn mac(m: &[u8; 6]) {
 }
 
 fn list() -> Result<(), CmdError> {
-    serial::puts("nics=");
-    serial::dec(virtio_net::count() as u64);
+    field_dec("nics=", virtio_net::count() as u64);
     serial::puts("\n");
     for i in 0..virtio_net::count() {
         let Some(n) = virtio_net::nic(i) else { break };
         serial::puts("eth");
         serial::dec(i as u64);
-        serial::puts(" virtio=");
-        serial::dec(n.transport as u64);
-        serial::puts(" irq=");
-        serial::dec(u64::from(n.irq));
+        field_dec(" virtio=", n.transport as u64);
+        field_dec(" irq=", u64::from(n.irq));
         serial::puts(" mac=");
         mac(&n.mac);
-        serial::puts(" link=");
-        serial::puts(link(i));
-        serial::puts(" state=");
-        serial::puts(state_name(n.state));
-        serial::puts(" gen=");
-        serial::dec(u64::from(virtio_net::generation(i)));
-        serial::puts(" cfg_irqs=");
-        serial::dec(virtio_mmio::config_irqs(n.transport));
-        serial::puts(" used_irqs=");
-        serial::dec(virtio_mmio::used_irqs(n.transport));
-        serial::puts(" rx_frames=");
-        serial::dec(n.counters.rx_frames);
-        serial::puts(" tx_frames=");
-        serial::dec(n.counters.tx_frames);
-        serial::puts(" queue=");
-        serial::dec(u64::from(virtio_net::QSIZE));
-        serial::puts(" features=");
-        serial::hex(n.features);
+        field_str(" link=", link(i));
+        field_str(" state=", state_name(n.state));
+        field_dec(" gen=", u64::from(virtio_net::generation(i)));
+        field_dec(" cfg_irqs=", virtio_mmio::config_irqs(n.transport));
+        field_dec(" used_irqs=", virtio_mmio::used_irqs(n.transport));
+        field_dec(" rx_frames=", n.counters.rx_frames);
+        field_dec(" tx_frames=", n.counters.tx_frames);
+        field_dec(" queue=", u64::from(virtio_net::QSIZE));
+        field_hex(" features=", n.features);
         if let State::Failed(why) = n.state {
-            serial::puts(" reason=");
-            serial::puts(why);
+            field_str(" reason=", why);
         }
         serial::puts("\n");
     }
@@ -156,34 +145,25 @@ fn send(args: &Args) -> Result<(), CmdError> {
     let len = frame_len(args, 3)?;
     let seed = args.number(4, "bad seed")?;
     let sent = virtio_net::send(dev, count, len, seed as u8).map_err(net_error)?;
-    serial::puts("sent=");
-    serial::dec(sent);
+    field_dec("sent=", sent);
     serial::puts("\n");
     Ok(())
 }
 
 fn print_received(r: &virtio_net::Received) {
-    serial::puts("frames=");
-    serial::dec(r.frames);
-    serial::puts(" bytes=");
-    serial::dec(r.bytes);
-    serial::puts(" bad=");
-    serial::dec(r.bad);
-    serial::puts(" other=");
-    serial::dec(r.other);
-    serial::puts(" lost=");
-    serial::dec(r.lost);
-    serial::puts(" merged=");
-    serial::dec(r.merged);
+    field_dec("frames=", r.frames);
+    field_dec(" bytes=", r.bytes);
+    field_dec(" bad=", r.bad);
+    field_dec(" other=", r.other);
+    field_dec(" lost=", r.lost);
+    field_dec(" merged=", r.merged);
     serial::puts(" first=");
     match r.first {
         Some(f) => serial::dec(u64::from(f)),
         None => serial::puts("-"),
     }
-    serial::puts(" last=");
-    serial::dec(u64::from(r.last));
-    serial::puts(" ticks=");
-    serial::dec(r.ticks);
+    field_dec(" last=", u64::from(r.last));
+    field_dec(" ticks=", r.ticks);
     serial::puts("\n");
 }
 
@@ -218,12 +198,9 @@ fn bench(args: &Args) -> Result<(), CmdError> {
             let irqs = virtio_mmio::used_irqs(virtio_net::nic(dev).map_or(0, |n| n.transport));
             let ticks = virtio_net::bench_tx(dev, count, len).map_err(net_error)?;
             let n = virtio_net::nic(dev).ok_or(CmdError::msg("no such NIC"))?;
-            serial::puts("frames=");
-            serial::dec(count);
-            serial::puts(" ticks=");
-            serial::dec(ticks);
-            serial::puts(" irqs=");
-            serial::dec(virtio_mmio::used_irqs(n.transport) - irqs);
+            field_dec("frames=", count);
+            field_dec(" ticks=", ticks);
+            field_dec(" irqs=", virtio_mmio::used_irqs(n.transport) - irqs);
             serial::puts("\n");
             Ok(())
         }
@@ -238,27 +215,15 @@ fn bench(args: &Args) -> Result<(), CmdError> {
 }
 
 fn evil(args: &Args) -> Result<(), CmdError> {
-    let case = args
-        .get(1)
-        .ok_or(CmdError::msg("usage: net evil <case>|list [dev]"))?;
-    if case == b"list" {
+    let list = || {
         for q in ["tx-", "rx-"] {
-            for (name, what) in hostile::CASES {
-                serial::puts(q);
-                serial::puts(name);
-                serial::puts(" - ");
-                serial::puts(what);
-                serial::puts("\n");
-            }
+            print_cases(q, hostile::CASES, " - ");
         }
-        for (name, what) in EVIL_NET_CASES {
-            serial::puts(name);
-            serial::puts(" - ");
-            serial::puts(what);
-            serial::puts("\n");
-        }
+        print_cases("", EVIL_NET_CASES, " - ");
+    };
+    let Some(case) = evil_case(args, "usage: net evil <case>|list [dev]", list)? else {
         return Ok(());
-    }
+    };
     let dev = if args.len() > 2 {
         device(args, 2)?
     } else {
@@ -294,14 +259,7 @@ fn evil(args: &Args) -> Result<(), CmdError> {
         sep = " ";
     }
     let n = virtio_net::nic(dev).ok_or(CmdError::msg("no such NIC"))?;
-    serial::puts(sep);
-    serial::puts("device_status=");
-    serial::hex(u64::from(n.device_status()));
-    serial::puts(" state=");
-    serial::puts(state_name(n.state));
-    serial::puts(" ticks=");
-    serial::dec(interrupts::ticks() - ticks);
-    serial::puts("\n");
+    print_evil_end(sep, n.device_status(), state_name(n.state), ticks);
     Ok(())
 }
 

@@ -104,6 +104,22 @@ pub trait VirtioDevice: Send {
     }
 }
 
+/// The queues and eventfds `activate` got, as arrays of the `N` a device with a fixed set of
+/// queues needs; a [`ActivateError::QueueCount`] unless there are `N` of each.
+pub(crate) fn take_queues<const N: usize>(
+    queues: Vec<Queue>,
+    queue_evts: Vec<EventFd>,
+) -> Result<([Queue; N], [EventFd; N]), ActivateError> {
+    let got = queues.len().min(queue_evts.len());
+    match (
+        <[Queue; N]>::try_from(queues),
+        <[EventFd; N]>::try_from(queue_evts),
+    ) {
+        (Ok(queues), Ok(evts)) => Ok((queues, evts)),
+        _ => Err(ActivateError::QueueCount { expected: N, got }),
+    }
+}
+
 /// Copies the part of a configuration space image at `offset` into `data`; bytes past the end
 /// of `space` read as zero. Any offset and length are fine.
 pub fn read_config_bytes(space: &[u8], offset: u64, data: &mut [u8]) {
@@ -132,5 +148,23 @@ mod tests {
         read_config_bytes(&space, u64::MAX, &mut d);
         assert_eq!(d, [0, 0, 0]);
         read_config_bytes(&space, 0, &mut []);
+    }
+
+    #[test]
+    fn take_queues_wants_exactly_n_of_each() {
+        use virtio_queue::QueueT;
+        let q = || Queue::new(16).unwrap();
+        let e = || EventFd::new(0).unwrap();
+        let (qs, es) = take_queues::<2>(vec![q(), q()], vec![e(), e()]).unwrap();
+        assert_eq!((qs.len(), es.len()), (2, 2));
+        for (queues, evts, got) in [(1, 2, 1), (2, 1, 1), (3, 3, 3)] {
+            let r = take_queues::<2>(
+                (0..queues).map(|_| q()).collect(),
+                (0..evts).map(|_| e()).collect(),
+            );
+            assert!(
+                matches!(r, Err(ActivateError::QueueCount { expected: 2, got: g }) if g == got)
+            );
+        }
     }
 }

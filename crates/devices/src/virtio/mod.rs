@@ -40,10 +40,17 @@ mod mmio;
 pub mod net;
 pub mod pause;
 pub mod persist;
+#[cfg(test)]
+pub(crate) mod test_queue;
+#[cfg(test)]
+pub(crate) mod test_transport;
+#[cfg(test)]
+pub(crate) mod test_wait;
 pub mod vhost;
 pub mod vsock;
 
 pub use cmdline::mmio_cmdline_entry;
+pub(crate) use device::take_queues;
 pub use device::{read_config_bytes, ActivateError, VirtioDevice};
 pub use interrupt::{Interrupt, InterruptKind};
 pub use mmio::{MmioTransport, MMIO_QUEUE_NOTIFY_OFFSET, MMIO_WINDOW_SIZE};

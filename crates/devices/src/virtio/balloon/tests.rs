@@ -37,14 +37,6 @@ fn interrupted(t: &mut MmioTransport, bit: u32) -> bool {
     st & bit != 0
 }
 
-fn thread_names() -> Vec<String> {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
-        .map(|s| s.trim().to_string())
-        .collect()
-}
-
 #[test]
 fn identification_features_and_queues() {
     let m = mem();
@@ -81,7 +73,7 @@ fn the_target_reaches_the_driver_with_a_config_interrupt() {
     assert_eq!(h.set_target(12 * MIB), 12 * MIB);
     assert_eq!(config(&mut t).0, 1024);
     let gen = r(&mut t, 0xfc);
-    let (qi, qd) = (TestQueue::new(&m, 0), TestQueue::new(&m, 1));
+    let (qi, qd) = (TestQueue::new(&m, ring(0)), TestQueue::new(&m, ring(1)));
     start(&mut t, 0, &[&qi, &qd]);
     assert_eq!(h.set_target(10 * MIB), 10 * MIB);
     assert!(interrupted(&mut t, 2), "config change");
@@ -103,7 +95,7 @@ fn the_target_reaches_the_driver_with_a_config_interrupt() {
 fn inflate_releases_pages_and_deflate_gives_back_zeroed_ones() {
     let m = mem();
     let (mut t, h) = balloon(&m, false, false);
-    let (mut qi, mut qd) = (TestQueue::new(&m, 0), TestQueue::new(&m, 1));
+    let (mut qi, mut qd) = (TestQueue::new(&m, ring(0)), TestQueue::new(&m, ring(1)));
     start(&mut t, 0, &[&qi, &qd]);
     let (a, b) = (4 * MIB, HIGH + MIB);
     fill(&m, a, 16);
@@ -113,16 +105,16 @@ fn inflate_releases_pages_and_deflate_gives_back_zeroed_ones() {
         .chain((0..4).map(|i| frame(b + i * 4096)))
         .collect();
     let d = frame_array(&m, BUFFERS, &frames);
-    let head = qi.chain(&[d]);
+    let head = qi.push_chain(&[d]);
     kick(&mut t, 0);
     assert!(interrupted(&mut t, 1), "used buffer");
-    assert_eq!(qi.used_entries(), vec![(u32::from(head), 0)]);
+    assert_eq!(qi.used(), vec![(u32::from(head), 0)]);
     assert_eq!(h.pages_in_balloon(), 20);
     write_actual(&mut t, 20);
     assert_eq!(h.actual_bytes(), 16 * MIB - 20 * 4096);
 
     let d = frame_array(&m, BUFFERS + 0x1000, &frames[..8]);
-    qd.chain(&[d]);
+    qd.push_chain(&[d]);
     kick(&mut t, 1);
     assert!(interrupted(&mut t, 1));
     assert_eq!(qd.used_idx(), 1);
@@ -143,7 +135,7 @@ fn actual_changes_are_announced_at_once_then_once_a_second_with_the_last_value()
     h.set_change_sink(Arc::new(move |bytes| {
         let _ = tx.send(bytes);
     }));
-    let (qi, qd) = (TestQueue::new(&m, 0), TestQueue::new(&m, 1));
+    let (qi, qd) = (TestQueue::new(&m, ring(0)), TestQueue::new(&m, ring(1)));
     start(&mut t, 0, &[&qi, &qd]);
     write_actual(&mut t, 256);
     assert_eq!(rx.recv_timeout(SECOND).unwrap(), 15 * MIB);
@@ -174,13 +166,13 @@ fn statistics_come_from_the_buffer_the_driver_posts() {
         Err(StatsError::NoQueue)
     );
     let (qi, qd, mut qs) = (
-        TestQueue::new(&m, 0),
-        TestQueue::new(&m, 1),
-        TestQueue::new(&m, 2),
+        TestQueue::new(&m, ring(0)),
+        TestQueue::new(&m, ring(1)),
+        TestQueue::new(&m, ring(2)),
     );
     // Linux posts a first report before DRIVER_OK.
     let d = stats_array(&m, BUFFERS, &[(4, 100 * MIB), (5, 16 * MIB)]);
-    qs.chain(&[d]);
+    qs.push_chain(&[d]);
     start(&mut t, STATS, &[&qi, &qd, &qs]);
     let first = h.statistics(Duration::from_millis(100)).unwrap();
     assert_eq!(
@@ -196,7 +188,7 @@ fn statistics_come_from_the_buffer_the_driver_posts() {
     );
     assert!(interrupted(&mut t, 1));
     // The guest answers with its buffer, which the device keeps until it wants more.
-    qs.chain(&[stats_array(&m, BUFFERS, &[(4, 95 * MIB)])]);
+    qs.push_chain(&[stats_array(&m, BUFFERS, &[(4, 95 * MIB)])]);
     kick(&mut t, 2);
     assert!(eventually(|| reports(&h) == 2));
     assert_eq!(qs.used_idx(), 1);
@@ -205,7 +197,7 @@ fn statistics_come_from_the_buffer_the_driver_posts() {
     let asker = std::thread::spawn(move || stats_handle.statistics(SECOND));
     assert!(eventually(|| qs.used_idx() == 2));
     let d = stats_array(&m, BUFFERS, &[(4, 90 * MIB), (0, 3), (77, 1)]);
-    qs.chain(&[d]);
+    qs.push_chain(&[d]);
     kick(&mut t, 2);
     let fresh = asker.join().unwrap().unwrap();
     assert_eq!(
@@ -218,8 +210,8 @@ fn statistics_come_from_the_buffer_the_driver_posts() {
     assert!(started.elapsed() >= Duration::from_millis(200));
     assert_eq!(stale, fresh);
     // Two buffers at once: the older one goes back.
-    qs.chain(&[stats_array(&m, BUFFERS, &[(4, 1)])]);
-    qs.chain(&[stats_array(&m, BUFFERS + 0x100, &[(4, 2)])]);
+    qs.push_chain(&[stats_array(&m, BUFFERS, &[(4, 1)])]);
+    qs.push_chain(&[stats_array(&m, BUFFERS + 0x100, &[(4, 2)])]);
     kick(&mut t, 2);
     assert!(eventually(|| reports(&h) == 5));
     assert_eq!(qs.used_idx(), 4);
@@ -235,14 +227,14 @@ fn free_page_reports_release_memory_without_ballooning_it() {
     let (mut t, h) = balloon(&m, false, true);
     // No statistics queue: the reporting queue moves up to index 2.
     let (qi, qd, mut qr) = (
-        TestQueue::new(&m, 0),
-        TestQueue::new(&m, 1),
-        TestQueue::new(&m, 2),
+        TestQueue::new(&m, ring(0)),
+        TestQueue::new(&m, ring(1)),
+        TestQueue::new(&m, ring(2)),
     );
     start(&mut t, REPORT, &[&qi, &qd, &qr]);
     fill(&m, 2 * MIB, 512);
     fill(&m, HIGH, 1);
-    qr.chain(&[
+    qr.push_chain(&[
         (2 * MIB, (2 * MIB) as u32, WRITE),
         (HIGH, 4096, WRITE),
         (LOW, 4096, WRITE),         // the hole: ignored
@@ -263,10 +255,10 @@ fn hostile_requests_fail_alone() {
     let m = mem();
     let (mut t, h) = balloon(&m, true, true);
     let (mut qi, mut qd, qs, qr) = (
-        TestQueue::new(&m, 0),
-        TestQueue::new(&m, 1),
-        TestQueue::new(&m, 2),
-        TestQueue::new(&m, 3),
+        TestQueue::new(&m, ring(0)),
+        TestQueue::new(&m, ring(1)),
+        TestQueue::new(&m, ring(2)),
+        TestQueue::new(&m, ring(3)),
     );
     start(&mut t, STATS | OOM | REPORT, &[&qi, &qd, &qs, &qr]);
     fill(&m, 0, 1);
@@ -280,26 +272,26 @@ fn hostile_requests_fail_alone() {
         frame(5 * MIB), // repeated
     ];
     let heads = [
-        qi.chain(&[frame_array(&m, BUFFERS, &bad)]),
+        qi.push_chain(&[frame_array(&m, BUFFERS, &bad)]),
         // A device-writable array, an array outside memory, a partial entry.
-        qi.chain(&[(BUFFERS, 8, WRITE)]),
-        qi.chain(&[(1 << 40, 64, 0)]),
-        qi.chain(&[(BUFFERS + 16, 6, 0)]),
+        qi.push_chain(&[(BUFFERS, 8, WRITE)]),
+        qi.push_chain(&[(1 << 40, 64, 0)]),
+        qi.push_chain(&[(BUFFERS + 16, 6, 0)]),
         // More frames than any driver sends (the buffer need not even exist).
-        qi.chain(&[(BUFFERS, 4 * (request::MAX_FRAMES as u32 + 1), 0)]),
+        qi.push_chain(&[(BUFFERS, 4 * (request::MAX_FRAMES as u32 + 1), 0)]),
         // An empty chain entry.
-        qi.chain(&[(BUFFERS, 0, 0)]),
+        qi.push_chain(&[(BUFFERS, 0, 0)]),
     ];
     kick(&mut t, 0);
     assert!(eventually(|| qi.used_idx() == heads.len() as u16));
-    let used: Vec<u32> = qi.used_entries().iter().map(|e| e.0).collect();
+    let used: Vec<u32> = qi.used().iter().map(|e| e.0).collect();
     assert_eq!(used, heads.map(u32::from));
     assert_eq!(h.pages_in_balloon(), 1, "only 5 MiB went in");
     assert_eq!(word(&m, 0), 0x5a5a_0000, "page 0 untouched");
     assert_eq!(word(&m, 5 * MIB), 0);
     assert_eq!(word(&m, 5 * MIB + 4096), 0x5a5a_0001);
     // Deflating frames that are not in the balloon changes nothing.
-    qd.chain(&[frame_array(
+    qd.push_chain(&[frame_array(
         &m,
         BUFFERS + 0x100,
         &[frame(6 * MIB), frame(LOW), frame(5 * MIB), frame(5 * MIB)],
@@ -313,14 +305,14 @@ fn hostile_requests_fail_alone() {
     qi.set_avail_idx(qi.used_idx().wrapping_add(QSIZE + 3));
     kick(&mut t, 0);
     assert!(eventually(|| r(&mut t, 0x70) & NEEDS_RESET != 0));
-    qd.chain(&[frame_array(&m, BUFFERS, &[frame(5 * MIB)])]);
+    qd.push_chain(&[frame_array(&m, BUFFERS, &[frame(5 * MIB)])]);
     kick(&mut t, 1);
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(qd.used_idx(), 1, "nothing served until a reset");
     // A reset brings it back, with an empty balloon.
     w(&mut t, 0x70, 0);
     assert_eq!(r(&mut t, 0x70), 0);
-    let (qi, qd) = (TestQueue::new(&m, 0), TestQueue::new(&m, 1));
+    let (qi, qd) = (TestQueue::new(&m, ring(0)), TestQueue::new(&m, ring(1)));
     start(&mut t, 0, &[&qi, &qd]);
     assert_eq!(r(&mut t, 0x70) & NEEDS_RESET, 0);
 }
@@ -333,10 +325,10 @@ fn reset_empties_the_balloon_and_zeroes_actual() {
     h.set_change_sink(Arc::new(move |bytes| {
         let _ = tx.send(bytes);
     }));
-    let (mut qi, qd) = (TestQueue::new(&m, 0), TestQueue::new(&m, 1));
+    let (mut qi, qd) = (TestQueue::new(&m, ring(0)), TestQueue::new(&m, ring(1)));
     start(&mut t, RING_EVENT_IDX_BIT, &[&qi, &qd]);
     h.set_target(8 * MIB);
-    qi.chain(&[frame_array(&m, BUFFERS, &[frame(MIB), frame(MIB + 4096)])]);
+    qi.push_chain(&[frame_array(&m, BUFFERS, &[frame(MIB), frame(MIB + 4096)])]);
     kick(&mut t, 0);
     assert!(eventually(|| h.pages_in_balloon() == 2));
     write_actual(&mut t, 2);
@@ -354,7 +346,7 @@ fn reset_empties_the_balloon_and_zeroes_actual() {
         16 * MIB
     );
     // The driver can start again, and a target set meanwhile reaches it.
-    let (qi, qd) = (TestQueue::new(&m, 0), TestQueue::new(&m, 1));
+    let (qi, qd) = (TestQueue::new(&m, ring(0)), TestQueue::new(&m, ring(1)));
     start(&mut t, 0, &[&qi, &qd]);
     h.set_target(4 * MIB);
     assert!(interrupted(&mut t, 2));
@@ -366,7 +358,7 @@ const RING_EVENT_IDX_BIT: u64 = 1 << RING_EVENT_IDX;
 fn activation_needs_every_queue_the_features_call_for() {
     let m = mem();
     let (mut t, _) = balloon(&m, false, true);
-    let (qi, qd) = (TestQueue::new(&m, 0), TestQueue::new(&m, 1));
+    let (qi, qd) = (TestQueue::new(&m, ring(0)), TestQueue::new(&m, ring(1)));
     // STATS and REPORT accepted, but only two queues set up.
     w(&mut t, 0x70, 1);
     w(&mut t, 0x70, 3);
@@ -379,9 +371,9 @@ fn activation_needs_every_queue_the_features_call_for() {
     for (i, q) in [&qi, &qd].iter().enumerate() {
         w(&mut t, 0x30, i as u32);
         w(&mut t, 0x38, u32::from(QSIZE));
-        w(&mut t, 0x80, q.desc_table() as u32);
-        w(&mut t, 0x90, q.avail() as u32);
-        w(&mut t, 0xa0, q.used() as u32);
+        w(&mut t, 0x80, q.desc_table_addr().0 as u32);
+        w(&mut t, 0x90, q.avail_addr().0 as u32);
+        w(&mut t, 0xa0, q.used_addr().0 as u32);
         w(&mut t, 0x44, 1);
     }
     w(&mut t, 0x70, 0xf);

@@ -30,8 +30,8 @@ pub use slot::BlockHandle;
 use self::slot::{Disk, Slot};
 use self::worker::{Worker, WorkerHandle};
 use super::{
-    device_type, read_config_bytes, ActivateError, DeviceSnapshot, DeviceState, Interrupt,
-    VirtioDevice,
+    device_type, read_config_bytes, take_queues, ActivateError, DeviceSnapshot, DeviceState,
+    Interrupt, VirtioDevice,
 };
 use std::sync::Arc;
 use virtio_queue::Queue;
@@ -127,13 +127,7 @@ impl VirtioDevice for Block {
         queue_evts: Vec<EventFd>,
     ) -> Result<(), ActivateError> {
         self.stop_worker();
-        let got = queues.len().min(queue_evts.len());
-        let (Ok([queue]), Ok([queue_evt])) = (
-            <[Queue; 1]>::try_from(queues),
-            <[EventFd; 1]>::try_from(queue_evts),
-        ) else {
-            return Err(ActivateError::QueueCount { expected: 1, got });
-        };
+        let ([queue], [queue_evt]) = take_queues(queues, queue_evts)?;
         let worker = Worker {
             mem,
             queue,

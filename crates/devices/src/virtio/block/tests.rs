@@ -3,6 +3,7 @@
 use super::test_utils::*;
 use super::*;
 use crate::bus::BusDevice;
+use crate::virtio::test_transport::{features, probe, r, transport, w};
 use crate::virtio::MmioTransport;
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EFD_NONBLOCK;
@@ -12,61 +13,15 @@ const INTERRUPT_STATUS: u64 = 0x60;
 const INTERRUPT_ACK: u64 = 0x64;
 const GENERATION: u64 = 0xfc;
 
-fn r(t: &mut MmioTransport, offset: u64) -> u32 {
-    let mut b = [0; 4];
-    t.read(offset, &mut b);
-    u32::from_le_bytes(b)
-}
-
-fn w(t: &mut MmioTransport, offset: u64, v: u32) {
-    t.write(offset, &v.to_le_bytes());
-}
-
-fn features(t: &mut MmioTransport) -> u64 {
-    w(t, 0x14, 0);
-    let lo = r(t, 0x10);
-    w(t, 0x14, 1);
-    u64::from(r(t, 0x10)) << 32 | u64::from(lo)
-}
-
 fn capacity(t: &mut MmioTransport) -> u64 {
     let mut b = [0; 8];
     t.read(0x100, &mut b);
     u64::from_le_bytes(b)
 }
 
-fn transport(m: &GuestMemoryMmap, block: Block) -> MmioTransport {
-    MmioTransport::new(
-        m.clone(),
-        Box::new(block),
-        EventFd::new(EFD_NONBLOCK).unwrap(),
-    )
-    .unwrap()
-}
-
 /// Linux's virtio-mmio probe, accepting every offered feature.
 fn start(t: &mut MmioTransport, vq: &TestQueue<'_>) {
-    w(t, STATUS, 1);
-    w(t, STATUS, 3);
-    let f = features(t);
-    w(t, 0x24, 0);
-    w(t, 0x20, f as u32);
-    w(t, 0x24, 1);
-    w(t, 0x20, (f >> 32) as u32);
-    w(t, STATUS, 0xb);
-    assert_eq!(r(t, STATUS), 0xb);
-    w(t, 0x30, 0);
-    assert_eq!(r(t, 0x34), u32::from(QUEUE_SIZE));
-    w(t, 0x38, u32::from(QSIZE));
-    w(t, 0x80, vq.desc_table_addr().0 as u32);
-    w(t, 0x84, 0);
-    w(t, 0x90, vq.avail_addr().0 as u32);
-    w(t, 0x94, 0);
-    w(t, 0xa0, vq.used_addr().0 as u32);
-    w(t, 0xa4, 0);
-    w(t, 0x44, 1);
-    w(t, STATUS, 0xf);
-    assert!(t.is_activated());
+    probe(t, features, QUEUE_SIZE, &[vq]);
 }
 
 /// Asks for an interrupt at the next used entry (EVENT_IDX), notifies queue 0 and waits for
@@ -90,7 +45,7 @@ fn has_thread(name: &str) -> bool {
 fn guest_reads_and_writes_through_the_transport() {
     let (f, data) = image(64);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     let backend = BlockBackend::open(f.as_path(), false, true).unwrap();
     let block = Block::new(10, Some((backend, "boot")));
     let handle = block.handle();
@@ -143,7 +98,7 @@ fn read_only_boot_disk_offers_ro() {
 fn empty_slot_hot_plug_and_unplug() {
     let (f, data) = image(32);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     let block = Block::new(12, None);
     let handle = block.handle();
     let mut t = transport(&m, block);
@@ -221,7 +176,7 @@ fn attach_before_the_driver_starts_raises_no_interrupt() {
 fn hot_plugged_read_only_disk_fails_writes_until_renegotiated() {
     let (f, data) = image(16);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     let block = Block::new(14, None);
     let handle = block.handle();
     let mut t = transport(&m, block);
@@ -245,7 +200,7 @@ fn hot_plugged_read_only_disk_fails_writes_until_renegotiated() {
 fn dropping_the_transport_stops_the_worker() {
     let (f, _) = image(8);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     let backend = BlockBackend::open(f.as_path(), false, false).unwrap();
     let mut t = transport(&m, Block::new(15, Some((backend, ""))));
     start(&mut t, &vq);
@@ -273,7 +228,7 @@ fn wrong_queue_count_is_refused() {
 fn hot_plug_races_with_guest_io() {
     let (f, _) = image(64);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     let block = Block::new(17, None);
     let handle = block.handle();
     let mut t = transport(&m, block);

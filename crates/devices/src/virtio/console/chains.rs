@@ -223,12 +223,12 @@ mod tests {
     #[test]
     fn a_transmit_chain_is_copied_in_pieces_and_skipped() {
         let m = Arc::new(mem());
-        let vq = Ring::new(&m, TX_RING);
+        let vq = TestQueue::new(&m, TX_RING);
         let a = put_data(&m, 0x20_0000, b"hello, ");
         let b = put_data(&m, 0x20_1000, b"");
         let c = put_data(&m, 0x20_2000, b"world");
         vq.chain(0, &[(a, 7, false), (b, 0, false), (c, 5, false)]);
-        let mut q = vq.queue();
+        let mut q = vq.create_queue();
         let mut cur = TxCursor::new(pop(&mut q, &m), 16).unwrap();
         assert_eq!((cur.head(), cur.remaining()), (0, 12));
         let mut out = [0u8; 5];
@@ -246,7 +246,7 @@ mod tests {
     #[test]
     fn bad_chains_are_named() {
         let m = Arc::new(mem());
-        let vq = Ring::new(&m, TX_RING);
+        let vq = TestQueue::new(&m, TX_RING);
         let ok = put_data(&m, 0x20_0000, b"x");
         type Bufs<'a> = &'a [(u64, u32, bool)];
         let cases: [(Bufs, ChainError); 4] = [
@@ -262,23 +262,23 @@ mod tests {
             (&[(ok, 1, false); 6], ChainError::TooLong(4)),
         ];
         for (descs, want) in cases {
-            let vq = Ring::new(&m, TX_RING);
+            let vq = TestQueue::new(&m, TX_RING);
             vq.chain(0, descs);
-            let mut q = vq.queue();
+            let mut q = vq.create_queue();
             assert_eq!(TxCursor::new(pop(&mut q, &m), 4).err(), Some(want));
         }
         // A descriptor whose next is itself.
-        vq.set_desc(0, ok, 1, 1, 0);
-        vq.publish(0);
-        let mut q = vq.queue();
+        vq.set_desc(0, Descriptor::new(ok, 1, 1, 0));
+        vq.push_avail(0);
+        let mut q = vq.create_queue();
         assert_eq!(
             TxCursor::new(pop(&mut q, &m), 16).err(),
             Some(ChainError::Unterminated)
         );
         let mut bufs = Vec::new();
-        let vq = Ring::new(&m, RX_RING);
+        let vq = TestQueue::new(&m, RX_RING);
         vq.chain(0, &[(ok, 4, true), (ok, 4, false)]);
-        let mut q = vq.queue();
+        let mut q = vq.create_queue();
         assert_eq!(
             input_buffers(&pop(&mut q, &m), 16, &mut bufs),
             Err(ChainError::ReadableInput)
@@ -288,7 +288,7 @@ mod tests {
     #[test]
     fn input_is_scattered_over_the_buffers() {
         let m = Arc::new(mem());
-        let vq = Ring::new(&m, RX_RING);
+        let vq = TestQueue::new(&m, RX_RING);
         vq.chain(
             0,
             &[
@@ -297,7 +297,7 @@ mod tests {
                 (0x30_2000, 8, true),
             ],
         );
-        let mut q = vq.queue();
+        let mut q = vq.create_queue();
         let mut bufs = Vec::new();
         let total = input_buffers(&pop(&mut q, &m), 16, &mut bufs).unwrap();
         assert_eq!(total, 11);
@@ -308,7 +308,7 @@ mod tests {
     }
 
     mod props {
-        use super::super::super::test_utils::Ring;
+        use super::super::super::test_utils::TestQueue;
         use super::*;
         use proptest::prelude::*;
         use vm_memory::GuestMemoryMmap;
@@ -350,12 +350,12 @@ mod tests {
             #[test]
             fn any_chain_is_checked_before_a_byte_moves(d in descs(), head in 0u16..20) {
                 let m = memory();
-                let vq = Ring::new(&m, 0x4_0000);
+                let vq = TestQueue::new(&m, 0x4_0000);
                 for (i, &(a, l, f, n)) in d.iter().enumerate() {
-                    vq.set_desc(i as u16, a, l, f, n);
+                    vq.set_desc(i as u16, Descriptor::new(a, l, f, n));
                 }
-                vq.publish(head);
-                let mut q = vq.queue();
+                vq.push_avail(head);
+                let mut q = vq.create_queue();
                 let chain = q.iter(m.clone()).unwrap().next().unwrap();
                 let mut bufs = Vec::new();
                 if let Ok(total) = input_buffers(&chain, 16, &mut bufs) {

@@ -36,8 +36,8 @@ pub use persist::{ConsoleState, RestoreError};
 use self::buffer::OutputBuffer;
 use self::worker::{Active, Shared, State, WorkerHandle};
 use super::{
-    device_type, read_config_bytes, ActivateError, DeviceSnapshot, DeviceState, Interrupt,
-    VirtioDevice,
+    device_type, read_config_bytes, take_queues, ActivateError, DeviceSnapshot, DeviceState,
+    Interrupt, VirtioDevice,
 };
 use crate::bus::lock;
 use std::io;
@@ -134,13 +134,7 @@ impl VirtioDevice for Console {
         queues: Vec<Queue>,
         queue_evts: Vec<EventFd>,
     ) -> Result<(), ActivateError> {
-        let got = queues.len().min(queue_evts.len());
-        let (Ok([rx, tx]), Ok([rx_evt, tx_evt])) = (
-            <[Queue; 2]>::try_from(queues),
-            <[EventFd; 2]>::try_from(queue_evts),
-        ) else {
-            return Err(ActivateError::QueueCount { expected: 2, got });
-        };
+        let ([rx, tx], [rx_evt, tx_evt]) = take_queues(queues, queue_evts)?;
         lock(&self.shared.state).active = Some(Active {
             mem: Arc::new(mem),
             interrupt,

@@ -9,13 +9,14 @@ use crate::Persist;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
+use virtio_queue::desc::split::Descriptor;
 
 /// A console with both queues running: `rx` and `tx` are the guest's view of them.
 struct Rig<'a> {
     console: Console,
     path: PathBuf,
-    rx: Ring<'a>,
-    tx: Ring<'a>,
+    rx: TestQueue<'a>,
+    tx: TestQueue<'a>,
     rx_kick: EventFd,
     tx_kick: EventFd,
     interrupt: Arc<Interrupt>,
@@ -28,7 +29,7 @@ fn rig<'a>(m: &'a Arc<GuestMemoryMmap>, name: &str) -> Rig<'a> {
 }
 
 fn start<'a>(console: Console, path: PathBuf, m: &'a Arc<GuestMemoryMmap>) -> Rig<'a> {
-    let (rx, tx) = (Ring::new(m, RX_RING), Ring::new(m, TX_RING));
+    let (rx, tx) = (TestQueue::new(m, RX_RING), TestQueue::new(m, TX_RING));
     let mut r = Rig {
         console,
         path,
@@ -54,8 +55,8 @@ fn in_buf(i: u16) -> u64 {
 impl<'a> Rig<'a> {
     /// The driver starts the device with new, empty queues (DRIVER_OK).
     fn activate(&mut self, m: &'a Arc<GuestMemoryMmap>) {
-        self.rx = Ring::new(m, RX_RING);
-        self.tx = Ring::new(m, TX_RING);
+        self.rx = TestQueue::new(m, RX_RING);
+        self.tx = TestQueue::new(m, TX_RING);
         self.rx_kick = EventFd::new(EFD_NONBLOCK).unwrap();
         self.tx_kick = EventFd::new(EFD_NONBLOCK).unwrap();
         self.interrupt = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
@@ -63,7 +64,7 @@ impl<'a> Rig<'a> {
             self.rx_kick.try_clone().unwrap(),
             self.tx_kick.try_clone().unwrap(),
         ];
-        let queues = vec![self.rx.queue(), self.tx.queue()];
+        let queues = vec![self.rx.create_queue(), self.tx.create_queue()];
         self.console
             .activate((**m).clone(), self.interrupt.clone(), queues, evts)
             .unwrap();
@@ -349,8 +350,8 @@ fn bad_output_chains_fail_alone() {
     r.tx.chain(0, &[(ok, 2, true)]);
     r.tx.chain(1, &[(ok, 2, false), (1 << 46, 8, false)]);
     r.tx.chain(3, &[(u64::MAX - 1, 8, false)]);
-    r.tx.set_desc(4, ok, 2, 1, 4);
-    r.tx.publish(4);
+    r.tx.set_desc(4, Descriptor::new(ok, 2, 1, 4));
+    r.tx.push_avail(4);
     // Then a good one.
     r.write(&m, 5, b"good");
     assert_eq!(read_n(&mut c, 4), b"good", "nothing of the bad chains");
@@ -406,7 +407,7 @@ fn a_broken_ring_needs_a_reset_and_a_reset_keeps_the_client() {
 fn a_bad_head_index_needs_a_reset() {
     let m = Arc::new(mem());
     let r = rig(&m, "bad-head");
-    r.rx.publish(QSIZE + 2);
+    r.rx.push_avail(QSIZE + 2);
     r.rx_kick.write(1).unwrap();
     let _c = r.client();
     assert!(eventually(|| r.interrupt.needs_reset()));
@@ -479,8 +480,8 @@ fn restored(
     let mut c = Console::new(ConsoleSocket::bind(&path).unwrap()).unwrap();
     c.restore_state(state).unwrap();
     let mut queues = vec![
-        Ring::attach(m, RX_RING).queue(),
-        Ring::attach(m, TX_RING).queue(),
+        TestQueue::attach(m, RX_RING).create_queue(),
+        TestQueue::attach(m, TX_RING).create_queue(),
     ];
     for (q, p) in queues.iter_mut().zip(positions) {
         p.apply(q);
@@ -538,7 +539,7 @@ fn state_round_trips_and_the_restored_device_goes_on() {
     tx_kick.write(1).unwrap();
     let mut c = connect(&path);
     assert_eq!(read_n(&mut c, 30), b"before the snapshot, and after");
-    let tx = Ring::attach(&m, TX_RING);
+    let tx = TestQueue::attach(&m, TX_RING);
     assert!(eventually(|| tx.used() == vec![(0, 0), (1, 0)]));
     drop(restored);
     // Persist on its own: the buffered output comes back.

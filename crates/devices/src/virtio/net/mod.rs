@@ -41,8 +41,8 @@ pub use tx::TxError;
 use self::slot::NicSlot;
 use self::worker::{Worker, WorkerHandle};
 use super::{
-    device_type, read_config_bytes, ActivateError, DeviceSnapshot, DeviceState, Interrupt,
-    VirtioDevice,
+    device_type, read_config_bytes, take_queues, ActivateError, DeviceSnapshot, DeviceState,
+    Interrupt, VirtioDevice,
 };
 use crate::bus::lock;
 use std::sync::Arc;
@@ -135,13 +135,7 @@ impl VirtioDevice for Net {
         queue_evts: Vec<EventFd>,
     ) -> Result<(), ActivateError> {
         self.stop_worker();
-        let got = queues.len().min(queue_evts.len());
-        let (Ok(queues), Ok(evts)) = (
-            <[Queue; 2]>::try_from(queues),
-            <[EventFd; 2]>::try_from(queue_evts),
-        ) else {
-            return Err(ActivateError::QueueCount { expected: 2, got });
-        };
+        let (queues, evts) = take_queues::<2>(queues, queue_evts)?;
         let mut inner = lock(&self.slot.inner);
         let worker = Worker {
             mem,

@@ -3,6 +3,7 @@
 use super::test_utils::*;
 use super::*;
 use crate::bus::BusDevice;
+use crate::virtio::test_transport::{features, probe, r, transport, w};
 use crate::virtio::MmioTransport;
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EFD_NONBLOCK;
@@ -13,64 +14,16 @@ const INTERRUPT_ACK: u64 = 0x64;
 const GENERATION: u64 = 0xfc;
 const MAC: [u8; 6] = [0x0e, 0x90, 0xdf, 0x9f, 0xa8, 0x88];
 
-fn r(t: &mut MmioTransport, offset: u64) -> u32 {
-    let mut b = [0; 4];
-    t.read(offset, &mut b);
-    u32::from_le_bytes(b)
-}
-
-fn w(t: &mut MmioTransport, offset: u64, v: u32) {
-    t.write(offset, &v.to_le_bytes());
-}
-
-fn features(t: &mut MmioTransport) -> u64 {
-    w(t, 0x14, 0);
-    let lo = r(t, 0x10);
-    w(t, 0x14, 1);
-    u64::from(r(t, 0x10)) << 32 | u64::from(lo)
-}
-
 fn config(t: &mut MmioTransport) -> ([u8; 6], u16) {
     let mut b = [0; 10];
     t.read(0x100, &mut b);
     (b[..6].try_into().unwrap(), u16::from_le_bytes([b[6], b[7]]))
 }
 
-fn transport(m: &GuestMemoryMmap, net: Net) -> MmioTransport {
-    MmioTransport::new(
-        m.clone(),
-        Box::new(net),
-        EventFd::new(EFD_NONBLOCK).unwrap(),
-    )
-    .unwrap()
-}
-
-/// Linux's probe: every offered feature taken, then both queues, then DRIVER_OK.
+/// A reset, then Linux's probe: every offered feature taken, then both queues, then DRIVER_OK.
 fn start(t: &mut MmioTransport, rxq: &TestQueue<'_>, txq: &TestQueue<'_>) {
     w(t, STATUS, 0);
-    w(t, STATUS, 1);
-    w(t, STATUS, 3);
-    let f = features(t);
-    w(t, 0x24, 0);
-    w(t, 0x20, f as u32);
-    w(t, 0x24, 1);
-    w(t, 0x20, (f >> 32) as u32);
-    w(t, STATUS, 0xb);
-    assert_eq!(r(t, STATUS), 0xb);
-    for (i, q) in [rxq, txq].into_iter().enumerate() {
-        w(t, 0x30, i as u32);
-        assert_eq!(r(t, 0x34), u32::from(QUEUE_SIZE));
-        w(t, 0x38, u32::from(QSIZE));
-        w(t, 0x80, q.desc_table_addr().0 as u32);
-        w(t, 0x84, 0);
-        w(t, 0x90, q.avail_addr().0 as u32);
-        w(t, 0x94, 0);
-        w(t, 0xa0, q.used_addr().0 as u32);
-        w(t, 0xa4, 0);
-        w(t, 0x44, 1);
-    }
-    w(t, STATUS, 0xf);
-    assert!(t.is_activated());
+    probe(t, features, QUEUE_SIZE, &[rxq, txq]);
 }
 
 fn backend(name: &str) -> (NicBackend, std::fs::File) {

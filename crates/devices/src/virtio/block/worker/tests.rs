@@ -36,7 +36,7 @@ fn disk_slot(index: usize, f: &vmm_sys_util::tempfile::TempFile, read_only: bool
 fn serves_requests_and_interrupts() {
     let (f, data) = image(64);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     let rig = start(&m, vq.create_queue(), disk_slot(0, &f, false), "blk-t0");
 
     let read = put_request(&m, &vq, 0, 0, 2, Some((1024, true)));
@@ -69,7 +69,7 @@ fn serves_requests_and_interrupts() {
 fn requests_queued_before_start_are_served() {
     let (f, _) = image(8);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     let p = put_request(&m, &vq, 0, 0, 0, Some((512, true)));
     let rig = start(&m, vq.create_queue(), disk_slot(1, &f, false), "blk-t1");
     assert!(wait(rig.interrupt.irqfd(), SECOND).is_some());
@@ -80,7 +80,7 @@ fn requests_queued_before_start_are_served() {
 fn bad_chains_fail_alone() {
     let (f, _) = image(8);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     // Header at a writable descriptor: IOERR in the status byte. (Every chain is complete
     // before the worker starts, so it never sees one half made.)
     let bad_header = put_request(&m, &vq, 0, 0, 0, Some((512, true)));
@@ -115,7 +115,7 @@ use virtio_queue::desc::split::Descriptor;
 fn avail_index_jump_breaks_the_device() {
     let (f, _) = image(8);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     let rig = start(&m, vq.create_queue(), disk_slot(3, &f, false), "blk-t3");
     put_request(&m, &vq, 0, 0, 0, Some((512, true)));
     vq.set_avail_idx(QSIZE + 5);
@@ -134,7 +134,7 @@ fn avail_index_jump_breaks_the_device() {
 fn out_of_range_head_breaks_the_device() {
     let (f, _) = image(8);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     let rig = start(&m, vq.create_queue(), disk_slot(4, &f, false), "blk-t4");
     vq.set_avail_entry(0, 200);
     vq.set_avail_idx(1);
@@ -147,7 +147,7 @@ fn out_of_range_head_breaks_the_device() {
 fn rings_outside_memory_break_the_device() {
     let (f, _) = image(8);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     let mut q = vq.create_queue();
     // The queue was valid when handed over; later the used ring points outside memory (only a
     // broken transport could do this, but the worker must still cope).
@@ -162,7 +162,7 @@ fn rings_outside_memory_break_the_device() {
 fn looping_chain_gets_no_status_and_the_queue_goes_on() {
     let (f, _) = image(8);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     // The chains are complete before the worker starts: it could otherwise take the first one
     // before it is made to loop.
     let looped = put_request(&m, &vq, 0, 0, 0, Some((512, true)));
@@ -180,7 +180,7 @@ fn looping_chain_gets_no_status_and_the_queue_goes_on() {
 fn event_idx_suppresses_interrupts_until_asked() {
     let (f, _) = image(8);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     let mut q = vq.create_queue();
     q.set_event_idx(true);
     let used_event = vq.used_event_addr();
@@ -207,7 +207,7 @@ fn event_idx_suppresses_interrupts_until_asked() {
 fn stop_joins_the_named_thread() {
     let (f, _) = image(8);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     let mut rig = start(&m, vq.create_queue(), disk_slot(8, &f, false), "blk-t8");
     assert!(eventually(|| thread_names().iter().any(|n| n == "blk-t8")));
     rig.handle.stop();
@@ -220,7 +220,7 @@ fn stop_joins_the_named_thread() {
 fn a_parked_worker_takes_nothing_until_released() {
     let (f, _) = image(8);
     let m = mem();
-    let vq = TestQueue::new(&m);
+    let vq = TestQueue::new(&m, QUEUE_BASE);
     let rig = start(&m, vq.create_queue(), disk_slot(2, &f, false), "blk-t-park");
     let first = put_request(&m, &vq, 0, 0, 0, Some((512, true)));
     rig.kick.write(1).unwrap();

@@ -336,40 +336,10 @@ impl Driver {
         self.features = 0;
         self.conns = [FREE; MAX_CONNS];
         self.accepted = [false; MAX_CONNS];
-        virtio_mmio::write(b, reg::STATUS, 0);
-        let mut polls = 0;
-        while virtio_mmio::read(b, reg::STATUS) != 0 {
-            polls += 1;
-            if polls > 1000 {
-                return Err("reset did not complete");
-            }
-            cpu::pause();
-        }
-        let fail = |why| {
-            let st = virtio_mmio::read(b, reg::STATUS);
-            virtio_mmio::write(b, reg::STATUS, st | status::FAILED);
-            Err(why)
-        };
-        virtio_mmio::write(b, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
-        virtio_mmio::write(b, reg::DEVICE_FEATURES_SEL, 1);
-        let high = virtio_mmio::read(b, reg::DEVICE_FEATURES);
-        virtio_mmio::write(b, reg::DEVICE_FEATURES_SEL, 0);
-        let low = virtio_mmio::read(b, reg::DEVICE_FEATURES);
-        let offered = (u64::from(high) << 32) | u64::from(low);
-        if offered & virtq::bit(feature::VERSION_1) == 0 {
-            return fail("device does not offer VERSION_1");
-        }
-        let acked =
-            offered & (virtq::bit(feature::VERSION_1) | virtq::bit(feature::RING_EVENT_IDX));
-        virtio_mmio::write(b, reg::DRIVER_FEATURES_SEL, 0);
-        virtio_mmio::write(b, reg::DRIVER_FEATURES, acked as u32);
-        virtio_mmio::write(b, reg::DRIVER_FEATURES_SEL, 1);
-        virtio_mmio::write(b, reg::DRIVER_FEATURES, (acked >> 32) as u32);
-        let st = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
-        virtio_mmio::write(b, reg::STATUS, st);
-        if virtio_mmio::read(b, reg::STATUS) & status::FEATURES_OK == 0 {
-            return fail("device refused the features (FEATURES_OK not kept)");
-        }
+        let want = virtq::bit(feature::VERSION_1) | virtq::bit(feature::RING_EVENT_IDX);
+        let acked = virtio_mmio::negotiate(b, |offered| {
+            (offered & virtq::bit(feature::VERSION_1) != 0).then_some(offered & want)
+        })?;
         self.features = acked;
         self.read_cid();
         let ev = acked & virtq::bit(feature::RING_EVENT_IDX) != 0;
@@ -380,17 +350,10 @@ impl Driver {
         self.evt = Vq::new(b, t, EVTQ, region + 2 * QBYTES, Layout::new(QSIZE));
         for q in [&mut self.rx, &mut self.tx, &mut self.evt] {
             if let Err(e) = q.setup(ev) {
-                return fail(e);
+                return Err(virtio_mmio::failed(b, e));
             }
         }
-        virtio_mmio::write(b, reg::STATUS, st | status::DRIVER_OK);
-        let now = virtio_mmio::read(b, reg::STATUS);
-        if now & status::DEVICE_NEEDS_RESET != 0 {
-            return Err("device needs reset right after DRIVER_OK");
-        }
-        if now & status::DRIVER_OK == 0 {
-            return fail("device did not keep DRIVER_OK");
-        }
+        virtio_mmio::driver_ok(b)?;
         for (i, slot) in self.free.iter_mut().enumerate() {
             *slot = i as u16;
         }

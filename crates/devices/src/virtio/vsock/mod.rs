@@ -187,13 +187,7 @@ impl VirtioDevice for Vsock {
         queues: Vec<Queue>,
         queue_evts: Vec<EventFd>,
     ) -> Result<(), ActivateError> {
-        let got = queues.len().min(queue_evts.len());
-        let (Ok(queues), Ok(evts)) = (
-            <[Queue; 3]>::try_from(queues),
-            <[EventFd; 3]>::try_from(queue_evts),
-        ) else {
-            return Err(ActivateError::QueueCount { expected: 3, got });
-        };
+        let (queues, evts) = super::take_queues::<3>(queues, queue_evts)?;
         {
             let mut st = lock(&self.shared.state);
             st.generation += 1;

@@ -5,6 +5,9 @@ use super::packet::{Header, HDR_LEN, HOST_CID, TYPE_STREAM};
 pub use crate::virtio::console::test_utils::*;
 use vm_memory::GuestMemoryMmap;
 
+/// The shared pretend-driver queue, with the console's chains.
+pub type Ring<'a> = TestQueue<'a>;
+
 /// The event queue's ring (the console's tests use the first two).
 pub const EVT_RING: u64 = 0x3_0000;
 

@@ -47,7 +47,7 @@ fn start<'a>(m: &'a Arc<GuestMemoryMmap>, mut dev: Vsock, path: PathBuf) -> Rig<
     );
     let kicks = [0; 3].map(|_| EventFd::new(EFD_NONBLOCK).unwrap());
     let interrupt = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
-    let queues = vec![rx.queue(), tx.queue(), evt.queue()];
+    let queues = vec![rx.create_queue(), tx.create_queue(), evt.create_queue()];
     let evts = kicks.iter().map(|k| k.try_clone().unwrap()).collect();
     dev.activate((**m).clone(), interrupt.clone(), queues, evts)
         .unwrap();

@@ -122,9 +122,18 @@ impl SocketFile {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+    use std::sync::Mutex;
+
+    /// The tests that bind sockets change the process's one umask: one at a time.
+    static UMASK: Mutex<()> = Mutex::new(());
+
+    fn umask_lock() -> std::sync::MutexGuard<'static, ()> {
+        UMASK.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
     #[test]
     fn the_socket_is_0600_under_any_umask() {
+        let _umask = umask_lock();
         // Only masks that loosen: other tests of this process create files meanwhile.
         for mask in [0o000, 0o022] {
             let p = std::env::temp_dir()
@@ -144,6 +153,7 @@ mod tests {
 
     #[test]
     fn the_socket_appears_listening_and_never_replaces_a_file() {
+        let _umask = umask_lock();
         let dir = std::env::temp_dir().join(format!("sv-private-{}-link", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir(&dir).unwrap();
@@ -174,6 +184,7 @@ mod tests {
 
     #[test]
     fn a_socket_file_is_removed_once_and_only_if_still_ours() {
+        let _umask = umask_lock();
         let p = std::env::temp_dir().join(format!("sv-private-{}-guard.sock", std::process::id()));
         let _ = std::fs::remove_file(&p);
         let l = bind_private_socket(&p).unwrap();

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::io::AsRawFd;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -93,12 +93,6 @@ pub struct SocketGuard {
 }
 
 impl SocketGuard {
-    fn new(path: &Path) -> io::Result<Self> {
-        Ok(SocketGuard {
-            file: sandbox::private::SocketFile::new(path)?,
-        })
-    }
-
     /// The socket's path.
     pub fn path(&self) -> &Path {
         self.file.path()
@@ -130,40 +124,20 @@ impl StopHandle {
 /// [`run`](Self::run) on a thread of its own ([`spawn`](Self::spawn)).
 #[derive(Debug)]
 pub struct QmpServer {
-    listener: UnixListener,
+    listener: sandbox::private::PrivateListener,
     guard: SocketGuard,
     bus: EventBus,
 }
 
 impl QmpServer {
-    /// Create and listen on a unix socket at `path`, mode 0600. A path that
-    /// already exists (a stale socket included) is refused, naming the path.
+    /// Create and listen on a unix socket at `path`, mode 0600 (whoever connects drives the
+    /// VM). A path that already exists (a stale socket included) is refused, naming the path.
     pub fn bind(path: &Path) -> io::Result<Self> {
-        if std::fs::symlink_metadata(path).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("QMP socket path {} already exists", path.display()),
-            ));
-        }
-        // 0600 whatever the umask: whoever connects drives the VM.
-        let listener = sandbox::private::bind_private_socket(path).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("failed to create QMP socket {}: {e}", path.display()),
-            )
-        })?;
-        let guard = match SocketGuard::new(path) {
-            Ok(g) => g,
-            Err(e) => {
-                let _ = std::fs::remove_file(path);
-                return Err(e);
-            }
+        let listener = sandbox::private::PrivateListener::bind(path, "QMP socket")?;
+        let guard = SocketGuard {
+            file: listener.file(),
         };
-        let setup = || -> io::Result<EventBus> {
-            listener.set_nonblocking(true)?;
-            EventBus::new_for_server()
-        };
-        match setup() {
+        match EventBus::new_for_server() {
             Ok(bus) => Ok(QmpServer {
                 listener,
                 guard,
@@ -353,24 +327,20 @@ impl<'a> Loop<'a> {
     fn accept_all(&mut self) {
         loop {
             match self.server.listener.accept() {
-                Ok((stream, _)) => self.add_client(stream),
-                Err(e) => match e.kind() {
-                    io::ErrorKind::WouldBlock => return,
-                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
-                    _ => {
-                        // Typically EMFILE/ENFILE: the pending connection stays
-                        // queued, so stop watching the listener for a while
-                        // rather than spin.
-                        log::warn!("QMP server cannot accept a connection: {e}");
-                        let _ = self.epoll.ctl(
-                            ControlOperation::Delete,
-                            self.server.listener.as_raw_fd(),
-                            EpollEvent::default(),
-                        );
-                        self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
-                        return;
-                    }
-                },
+                Ok(Some(fd)) => self.add_client(UnixStream::from(fd)),
+                Ok(None) => return,
+                Err(e) => {
+                    // Typically EMFILE/ENFILE: the pending connection stays queued, so stop
+                    // watching the listener for a while rather than spin.
+                    log::warn!("QMP server cannot accept a connection: {e}");
+                    let _ = self.epoll.ctl(
+                        ControlOperation::Delete,
+                        self.server.listener.as_raw_fd(),
+                        EpollEvent::default(),
+                    );
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return;
+                }
             }
         }
     }

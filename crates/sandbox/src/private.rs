@@ -4,6 +4,7 @@
 //! and controls who reaches it through the socket's directory (see docs/security.md).
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,88 @@ fn bind_in_place(path: &Path) -> io::Result<UnixListener> {
         return Err(e);
     }
     Ok(listener)
+}
+
+/// A listening socket this process created, non-blocking, at a path that must not exist (a
+/// stale socket included: see `config::occupant` for the advice given before start). What the
+/// QMP server, the console and the userspace vsock each listen on.
+#[derive(Debug)]
+pub struct PrivateListener {
+    listener: UnixListener,
+    file: SocketFile,
+}
+
+impl PrivateListener {
+    /// Listens at `path`, mode 0600; `what` names the socket in errors ("QMP socket").
+    pub fn bind(path: &Path, what: &str) -> io::Result<Self> {
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{what} path {} already exists", path.display()),
+            ));
+        }
+        let listener = bind_private_socket(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create {what} {}: {e}", path.display()),
+            )
+        })?;
+        let file = match SocketFile::new(path) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_file(path);
+                return Err(e);
+            }
+        };
+        if let Err(e) = listener.set_nonblocking(true) {
+            file.remove();
+            return Err(e);
+        }
+        Ok(Self { listener, file })
+    }
+
+    /// The socket file, to remove on the exit path.
+    pub fn file(&self) -> SocketFile {
+        self.file.clone()
+    }
+
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// Accepts one pending connection (non-blocking, close-on-exec); `Ok(None)` when there is
+    /// none.
+    pub fn accept(&self) -> io::Result<Option<OwnedFd>> {
+        loop {
+            // SAFETY: accept4 on our listening socket with null address pointers; it returns a
+            // new descriptor or -1.
+            let fd = unsafe {
+                libc::accept4(
+                    self.listener.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: `fd` was just returned by accept4 and nothing else owns it.
+                return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) => return Ok(None),
+                // The connection went away before it was accepted, or a signal: try again.
+                Some(libc::ECONNABORTED | libc::EINTR) => continue,
+                _ => return Err(e),
+            }
+        }
+    }
+}
+
+impl AsRawFd for PrivateListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.listener.as_raw_fd()
+    }
 }
 
 /// A socket file this process created, to remove on the exit path (which leaves through

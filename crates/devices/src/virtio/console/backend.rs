@@ -5,11 +5,10 @@
 //! checking whether the socket is in use connects and leaves at once), the current client
 //! keeps the console. Without a current client a new one is connected at once.
 
-use sandbox::private::{bind_private_socket, SocketFile};
+use sandbox::private::{PrivateListener, SocketFile};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixListener;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -17,77 +16,31 @@ use std::time::{Duration, Instant};
 pub const GRACE: Duration = Duration::from_millis(100);
 
 /// The console's listening socket, created mode 0600 at a path that must not exist.
-pub struct ConsoleSocket {
-    pub(super) listener: UnixListener,
-    file: SocketFile,
-}
+pub struct ConsoleSocket(PrivateListener);
 
 impl ConsoleSocket {
     /// Listens on a new socket at `path`. An existing path (a stale socket included) is
     /// refused, naming it.
     pub fn bind(path: &Path) -> io::Result<Self> {
-        if std::fs::symlink_metadata(path).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("console socket path {} already exists", path.display()),
-            ));
-        }
-        let listener = bind_private_socket(path).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot create console socket {}: {e}", path.display()),
-            )
-        })?;
-        let file = match SocketFile::new(path) {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = std::fs::remove_file(path);
-                return Err(e);
-            }
-        };
-        if let Err(e) = listener.set_nonblocking(true) {
-            file.remove();
-            return Err(e);
-        }
-        Ok(Self { listener, file })
+        PrivateListener::bind(path, "console socket").map(Self)
     }
 
     /// The socket file, to remove on the exit path.
     pub fn file(&self) -> SocketFile {
-        self.file.clone()
+        self.0.file()
     }
 
     pub fn path(&self) -> &Path {
-        self.file.path()
+        self.0.path()
     }
 
-    /// Accepts one pending connection (non-blocking, close-on-exec); `Ok(None)` when there
-    /// is none.
+    pub(super) fn listener_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    /// Accepts one pending client; `Ok(None)` when there is none.
     pub(super) fn accept(&self) -> io::Result<Option<Client>> {
-        loop {
-            // SAFETY: accept4 on our listening socket with null address pointers; it returns a
-            // new descriptor or -1.
-            let fd = unsafe {
-                libc::accept4(
-                    self.listener.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                )
-            };
-            if fd >= 0 {
-                // SAFETY: `fd` was just returned by accept4 and nothing else owns it.
-                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                return Ok(Some(Client::new(fd)));
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EAGAIN) => return Ok(None),
-                // The connection went away before it was accepted, or a signal: try again.
-                Some(libc::ECONNABORTED | libc::EINTR) => continue,
-                _ => return Err(e),
-            }
-        }
+        Ok(self.0.accept()?.map(Client::new))
     }
 }
 

@@ -287,7 +287,7 @@ impl Worker {
         fds[WAKE] = pollfd(self.shared.wake.as_raw_fd(), libc::POLLIN);
         if self.accept_after.is_none_or(|t| Instant::now() >= t) {
             self.accept_after = None;
-            fds[LISTENER] = pollfd(self.socket.listener.as_raw_fd(), libc::POLLIN);
+            fds[LISTENER] = pollfd(self.socket.listener_fd(), libc::POLLIN);
         }
         let input = match st.active.as_mut() {
             Some(a) if !a.broken && !st.paused => {

@@ -2,56 +2,33 @@
 //! (Firecracker's convention: `CONNECT <port>\n`, answered `OK <host port>\n`), and the
 //! `<path>_<port>` sockets guest connections go to.
 
-use sandbox::private::{bind_private_socket, SocketFile};
+use sandbox::private::{PrivateListener, SocketFile};
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 /// The device's listening socket, created mode 0600 at a path that must not exist.
-pub struct VsockSocket {
-    pub(super) listener: UnixListener,
-    file: SocketFile,
-}
+pub struct VsockSocket(PrivateListener);
 
 impl VsockSocket {
     /// Listens on a new socket at `path`. An existing path is refused, naming it.
     pub fn bind(path: &Path) -> io::Result<Self> {
-        if std::fs::symlink_metadata(path).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("vsock socket path {} already exists", path.display()),
-            ));
-        }
-        let listener = bind_private_socket(path).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot create vsock socket {}: {e}", path.display()),
-            )
-        })?;
-        let file = match SocketFile::new(path) {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = std::fs::remove_file(path);
-                return Err(e);
-            }
-        };
-        if let Err(e) = listener.set_nonblocking(true) {
-            file.remove();
-            return Err(e);
-        }
-        Ok(Self { listener, file })
+        PrivateListener::bind(path, "vsock socket").map(Self)
     }
 
     /// The socket file, to remove on the exit path.
     pub fn file(&self) -> SocketFile {
-        self.file.clone()
+        self.0.file()
     }
 
     pub fn path(&self) -> &Path {
-        self.file.path()
+        self.0.path()
+    }
+
+    pub(super) fn listener_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
     }
 
     /// Where a guest connection to host port `port` goes: `<path>_<port>`.
@@ -61,31 +38,9 @@ impl VsockSocket {
         PathBuf::from(p)
     }
 
-    /// Accepts one pending connection (non-blocking, close-on-exec); `Ok(None)` when there
-    /// is none.
+    /// Accepts one pending connection; `Ok(None)` when there is none.
     pub(super) fn accept(&self) -> io::Result<Option<OwnedFd>> {
-        loop {
-            // SAFETY: accept4 on our listening socket with null address pointers; it returns a
-            // new descriptor or -1.
-            let fd = unsafe {
-                libc::accept4(
-                    self.listener.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                )
-            };
-            if fd >= 0 {
-                // SAFETY: `fd` was just returned by accept4 and nothing else owns it.
-                return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EAGAIN) => return Ok(None),
-                Some(libc::ECONNABORTED | libc::EINTR) => continue,
-                _ => return Err(e),
-            }
-        }
+        self.0.accept()
     }
 }
 

@@ -457,14 +457,14 @@ impl Worker {
             // Waiting for the guest to take in a transport reset: its event queue only.
             fds[EVT_EVT] = pollfd(a.evts[EVT].as_raw_fd(), libc::POLLIN);
             if let Mode::Unix { socket, .. } = &self.mode {
-                fds[LISTENER] = pollfd(socket.listener.as_raw_fd(), libc::POLLIN);
+                fds[LISTENER] = pollfd(socket.listener_fd(), libc::POLLIN);
             }
             return Some(until.min(Instant::now() + RESET_NUDGE));
         }
         let serving = st.active.as_mut().filter(|a| !a.broken && !paused);
         match &mut self.mode {
             Mode::Unix { socket, muxer } => {
-                fds[LISTENER] = pollfd(socket.listener.as_raw_fd(), libc::POLLIN);
+                fds[LISTENER] = pollfd(socket.listener_fd(), libc::POLLIN);
                 let mut deliver = false;
                 if let Some(a) = serving {
                     fds[TX_EVT] = pollfd(a.evts[TX].as_raw_fd(), libc::POLLIN);

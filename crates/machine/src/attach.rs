@@ -385,9 +385,7 @@ pub fn attach_console(
         }
     };
     let socket = ConsoleSocket::bind(&console.socket_path).map_err(|e| e.to_string())?;
-    let file = socket.file();
-    sandbox::last_resort::unlink_on_abort(file.path());
-    crate::cleanup::on_exit(move || file.remove());
+    remove_on_every_exit(socket.file());
     let device =
         Console::new(socket).map_err(|e| format!("cannot start the console thread: {e}"))?;
     if let Some((_, state)) = saved {
@@ -485,9 +483,7 @@ pub fn attach_vsock(
     let (backend, what) = match (&vsock.uds_path, vhost) {
         (Some(path), _) => {
             let socket = VsockSocket::bind(path).map_err(|e| e.to_string())?;
-            let file = socket.file();
-            sandbox::last_resort::unlink_on_abort(file.path());
-            crate::cleanup::on_exit(move || file.remove());
+            remove_on_every_exit(socket.file());
             (Backend::Unix(socket), format!("socket {}", path.display()))
         }
         (None, Some(dev)) => (Backend::Vhost(dev), "vhost-vsock".to_string()),
@@ -516,4 +512,11 @@ pub fn attach_vsock(
         slot.index
     );
     Ok(vsock.id.clone())
+}
+
+/// A device's socket file goes on every exit path: the orderly one (the clean-ups) and a
+/// fatal signal's (the last-resort handler).
+fn remove_on_every_exit(file: sandbox::private::SocketFile) {
+    sandbox::last_resort::unlink_on_abort(file.path());
+    crate::cleanup::on_exit(move || file.remove());
 }

@@ -260,6 +260,27 @@ struct Parts {
     balloon: Option<devices::virtio::balloon::BalloonHandle>,
 }
 
+/// The snapshot's state for the next slot, where a fixed device (`what`) goes on restore.
+fn next_saved_slot<'a>(
+    restore: Option<&'a MachineState>,
+    slots: &SlotTable,
+    what: &str,
+) -> Result<Option<&'a crate::snapshot::SlotState>, MachineError> {
+    let Some(state) = restore else {
+        return Ok(None);
+    };
+    state
+        .slots
+        .get(slots.slots().len())
+        .map(Some)
+        .ok_or_else(|| {
+            MachineError::Snapshot(format!(
+                "the snapshot has {} virtio devices and no {what}",
+                state.slots.len()
+            ))
+        })
+}
+
 fn attach_devices(
     vm: &VmFd,
     mem: &GuestMemoryMmap,
@@ -299,29 +320,13 @@ fn attach_devices(
     );
     // The other devices after the disk and NIC slots.
     if let Some(console) = &cfg.console {
-        let saved = match restore {
-            Some(state) => Some(state.slots.get(slots.slots().len()).ok_or_else(|| {
-                MachineError::Snapshot(format!(
-                    "the snapshot has {} virtio devices and no console",
-                    state.slots.len()
-                ))
-            })?),
-            None => None,
-        };
+        let saved = next_saved_slot(restore, &slots, "console")?;
         let id = crate::attach::attach_console(&mut slots, vm, mem, &mut mmio, console, saved)
             .map_err(step_err)?;
         slot_ids.push(Some(BootDevice::same(&id)));
     }
     if let Some(vsock) = &cfg.vsock {
-        let saved = match restore {
-            Some(state) => Some(state.slots.get(slots.slots().len()).ok_or_else(|| {
-                MachineError::Snapshot(format!(
-                    "the snapshot has {} virtio devices and no vsock",
-                    state.slots.len()
-                ))
-            })?),
-            None => None,
-        };
+        let saved = next_saved_slot(restore, &slots, "vsock")?;
         let id = crate::attach::attach_vsock(
             &mut slots,
             vm,

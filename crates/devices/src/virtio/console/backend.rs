@@ -55,6 +55,10 @@ pub(super) struct Client {
     /// The client may still read (no hang-up or write error seen).
     pub output_open: bool,
     pub since: Instant,
+    /// Bytes written to it so far.
+    pub sent: u64,
+    /// Its socket took no more at the last write (the guest waits for it).
+    pub full: bool,
 }
 
 /// What a read from the client gave.
@@ -73,6 +77,8 @@ impl Client {
             input_open: true,
             output_open: true,
             since: Instant::now(),
+            sent: 0,
+            full: false,
         }
     }
 
@@ -109,8 +115,24 @@ impl Client {
     pub fn write(&mut self, data: &[u8]) -> usize {
         loop {
             match self.stream.write(data) {
-                Ok(n) => return n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return 0,
+                Ok(n) => {
+                    if self.full {
+                        log::debug!("console: the client reads again after {} bytes", self.sent);
+                        self.full = false;
+                    }
+                    self.sent += n as u64;
+                    return n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.full {
+                        log::debug!(
+                            "console: the client's socket is full after {} bytes",
+                            self.sent
+                        );
+                        self.full = true;
+                    }
+                    return 0;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     log::debug!("console: writing to the client: {e}");

@@ -361,8 +361,12 @@ impl Worker {
     }
 
     fn connect(&mut self, c: Client) {
-        if self.client.replace(c).is_some() {
-            log::info!("console: a new client replaced the previous one");
+        if let Some(old) = self.client.replace(c) {
+            let buffered = lock(&self.shared.state).output.len();
+            log::info!(
+                "console: a new client replaced the previous one ({} bytes were written to that one; {buffered} buffered bytes go to the new one)",
+                old.sent
+            );
         } else {
             log::info!("console: client connected");
         }

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from _pytest.runner import runtestprotocol
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 for p in (HERE, os.path.join(HERE, "..", "e2e")):
@@ -18,6 +19,11 @@ for p in (HERE, os.path.join(HERE, "..", "e2e")):
 
 import build  # noqa: E402
 import nested  # noqa: E402
+
+# A test that failed while an L2 was in the nested emulator's known fault (nested.L1.l0_fault)
+# runs once more; the first failure is listed at the end of the session.
+L0_FAULT = pytest.StashKey[str]()
+RERUNS: list[tuple[str, str, str]] = []
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +82,8 @@ def vms(l1):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """A failed test shows the tails of L1's console, its L2s' consoles and the VMM logs."""
+    """A failed test shows the tails of L1's console, its L2s' consoles and the VMM logs, and
+    whether an L2 is in the nested emulator's known fault."""
     outcome = yield
     rep = outcome.get_result()
     if rep.when == "call" and rep.failed:
@@ -84,5 +91,33 @@ def pytest_runtest_makereport(item, call):
         if machine is not None:
             try:
                 rep.sections.append(("nested consoles and logs", machine.tails()))
+                fault = machine.l0_fault()
+                if fault is not None:
+                    rep.sections.append(("nested emulator fault (L0, not the VMM)", fault))
+                    item.stash[L0_FAULT] = fault
             except Exception as e:  # the report must not hide the failure itself
                 rep.sections.append(("nested consoles and logs", f"unavailable: {e}"))
+
+
+def pytest_runtest_protocol(item, nextitem):
+    """Runs a test; once more if it failed in the nested emulator's known fault."""
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    reports = runtestprotocol(item, nextitem=nextitem, log=False)
+    fault = item.stash.get(L0_FAULT, None)
+    if fault is not None:
+        first = next((r for r in reports if r.failed), None)
+        RERUNS.append((item.nodeid, fault, first.longreprtext[-1500:] if first else ""))
+        del item.stash[L0_FAULT]
+        item._initrequest()
+        reports = runtestprotocol(item, nextitem=nextitem, log=False)
+    for r in reports:
+        item.ihook.pytest_runtest_logreport(report=r)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+
+
+def pytest_terminal_summary(terminalreporter):
+    for nodeid, fault, first in RERUNS:
+        terminalreporter.write_sep("-", f"rerun after the nested emulator's fault: {nodeid}")
+        terminalreporter.write_line(fault)
+        terminalreporter.write_line(first)

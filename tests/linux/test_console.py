@@ -204,28 +204,48 @@ def test_ten_mib_arrive_intact_through_a_slow_reader(l1, vms):
     c.close()
 
 
+# Writes a file to hvc0 again and again until /tmp/stop exists, then says how many times.
+LOOP_CAT = ("sh -c 'stty raw -echo && i=0 && while [ ! -e /tmp/stop ]; do cat {0} || exit 1; "
+            "i=$((i+1)); done; echo $i >/tmp/copies' <>/dev/hvc0 >&0")
+
+
+def vmm_log_has(l1, vm_name: str, text: str, timeout: float) -> None:
+    """Waits until the VMM's log of `vm_name` holds `text`."""
+    end = time.monotonic() + timeout
+    while l1.exec(f"grep -qF '{text}' /run/vms/{vm_name}/vmm.log", check=False)["rc"] != 0:
+        if time.monotonic() > end:
+            raise NestedError(f"the VMM did not log {text!r} within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
 def test_a_second_client_replaces_the_first_with_whole_bytes(l1, vms):
     vm, host = console_vm(vms, l1, "hvc-replace", L2_APPEND, kata=True)
     vm.wait_userspace()
-    n = 4 << 20
+    n = 1 << 20
     vm.sh(f"head -c {n} /dev/urandom > /tmp/s", timeout=120)
     want = sha256_in_l2(vm, "/tmp/s")
     a = Client(host)
-    time.sleep(GRACE * 10)
-    done = raw_write(vm, "/tmp/s")
-    a.wait(lambda d: len(d) >= 512 << 10, 300, "the first 512 KiB")
-    # a stops reading; b connects and takes over; a then reads what was already its own.
-    a.reading.clear()
-    time.sleep(1)
+    vmm_log_has(l1, "hvc-replace", "console: client connected", 60)
+    # The guest writes the file over and over while the second client takes over, so the
+    # replacement falls in the middle of the stream whatever the relays buffer.
+    vm.sh(f"({LOOP_CAT.format('/tmp/s')}; echo WRITER-DONE rc=$? copies=$(cat /tmp/copies)) & true")
+    a.wait(lambda d: len(d) >= 512 << 10, 120, "the first 512 KiB")
     b = Client(host)
-    time.sleep(2)
-    a.reading.set()
+    vmm_log_has(l1, "hvc-replace", "console: a new client replaced the previous one", 60)
+    # The VMM dropped the first client: it gets the end of its stream, what was already its own.
     from_a = a.wait_eof(120)
-    from_b = b.wait(lambda d: len(from_a) + len(d) >= n, 300,
-                    f"the rest of the stream (the first client had {len(from_a)} bytes of {n})")
-    vm.wait_for(done, 120)
+    b.wait(lambda d: len(d) >= 512 << 10, 120,
+           f"512 KiB for the second client (the first had {len(from_a)} bytes)")
+    vm.sh("touch /tmp/stop")
+    copies = int(vm.wait_for(r"^WRITER-DONE rc=0 copies=(\d+)$", 120).group(1))
+    total = copies * n
+    from_b = b.wait(lambda d: len(from_a) + len(d) >= total, 300,
+                    f"the rest of {copies} copies (the first client had {len(from_a)} bytes)")
     time.sleep(1)
-    assert len(from_a) + len(b.data) == n, (len(from_a), len(b.data))
-    assert 512 << 10 <= len(from_a) < n
-    assert hashlib.sha256(from_a + from_b).hexdigest() == want, "a's bytes, then b's: the stream"
+    assert len(from_a) + len(b.data) == total, (len(from_a), len(b.data), copies)
+    stream = from_a + from_b
+    for i in range(copies):
+        assert hashlib.sha256(stream[i * n:(i + 1) * n]).hexdigest() == want, \
+            f"copy {i} of {copies} (the first client had {len(from_a)} bytes): a's bytes, then b's"
+    assert len(from_a) >= 512 << 10 and len(from_b) >= 512 << 10
     b.close()

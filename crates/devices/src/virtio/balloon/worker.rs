@@ -13,6 +13,7 @@ use super::request;
 use super::stats::GuestStats;
 use super::Shared;
 use crate::bus::lock;
+use crate::virtio::faults;
 use crate::virtio::{Interrupt, InterruptKind};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -321,13 +322,14 @@ impl Running {
 
     /// The driver broke a queue: stop serving until it resets the device.
     fn mark_broken(&mut self, why: &dyn std::fmt::Display) {
-        if !self.broken {
-            log::error!("virtio-balloon: the driver broke a queue ({why}); device needs reset");
-            self.broken = true;
-            if let Some(a) = &self.active {
-                a.interrupt.set_needs_reset();
-            }
-        }
+        let interrupt = self.active.as_ref().map(|a| &*a.interrupt);
+        faults::mark_broken(
+            &mut self.broken,
+            interrupt,
+            &"virtio-balloon",
+            "a queue",
+            why,
+        );
     }
 
     fn serve(&mut self, index: usize) {

@@ -7,6 +7,7 @@ use super::request::parse;
 use super::slot::Slot;
 use super::IO_CHUNK;
 use crate::bus::lock;
+use crate::virtio::faults::{self, Rejects};
 use crate::virtio::pause::WorkerPause;
 use crate::virtio::{Interrupt, InterruptKind, QueuePosition};
 use std::io;
@@ -17,9 +18,6 @@ use std::thread::JoinHandle;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
-
-/// Rejected chains logged at warning level per activation; later ones go to debug.
-const LOUD_REJECTS: u32 = 8;
 
 /// Everything the thread owns.
 pub struct Worker {
@@ -37,7 +35,7 @@ struct Running {
     pause: Arc<WorkerPause>,
     buf: AlignedBuf,
     broken: bool,
-    rejects: u32,
+    rejects: Rejects,
 }
 
 /// Handle on a running worker thread; dropping it stops and joins the thread.
@@ -63,7 +61,7 @@ impl WorkerHandle {
             pause: pause.clone(),
             buf: AlignedBuf::new(IO_CHUNK),
             broken,
-            rejects: 0,
+            rejects: Rejects::default(),
         };
         let thread = std::thread::Builder::new()
             .name(name)
@@ -173,14 +171,9 @@ impl Running {
 
     /// The driver broke the queue itself: stop serving it until a device reset.
     fn mark_broken(&mut self, why: &dyn std::fmt::Display) {
-        if !self.broken {
-            log::error!(
-                "virtio-blk {}: the driver broke the queue ({why}); device needs reset",
-                self.w.slot.index
-            );
-            self.broken = true;
-            self.w.interrupt.set_needs_reset();
-        }
+        let device = format_args!("virtio-blk {}", self.w.slot.index);
+        let interrupt = Some(&*self.w.interrupt);
+        faults::mark_broken(&mut self.broken, interrupt, &device, "the queue", why);
     }
 
     /// Serves every available chain, then interrupts the guest if it asked to be.
@@ -242,7 +235,7 @@ fn serve(
     mem: &GuestMemoryMmap,
     slot: &Slot,
     buf: &mut AlignedBuf,
-    rejects: &mut u32,
+    rejects: &mut Rejects,
 ) -> u32 {
     let max_descs = usize::from(super::QUEUE_SIZE);
     match parse(chain, mem, max_descs) {
@@ -257,12 +250,8 @@ fn serve(
             outcome.written + 1
         }
         Err(rejected) => {
-            *rejects = rejects.saturating_add(1);
-            if *rejects <= LOUD_REJECTS {
-                log::warn!("virtio-blk {}: bad request: {}", slot.index, rejected.error);
-            } else {
-                log::debug!("virtio-blk {}: bad request: {}", slot.index, rejected.error);
-            }
+            let what = format_args!("virtio-blk {}: bad request", slot.index);
+            rejects.log(&what, &rejected.error);
             match rejected.status {
                 Some(addr) if mem.write_obj(S_IOERR, addr).is_ok() => 1,
                 _ => 0,

@@ -144,7 +144,7 @@ impl VirtioDevice for Console {
             tx_evt,
             cursor: None,
             broken: false,
-            rejects: 0,
+            rejects: Default::default(),
         });
         self.shared.wake();
         Ok(())

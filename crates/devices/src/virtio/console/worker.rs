@@ -13,6 +13,7 @@ use super::buffer::OutputBuffer;
 use super::chains::{input_buffers, scatter, Mem, TxCursor};
 use super::QUEUE_SIZE;
 use crate::bus::lock;
+use crate::virtio::faults::{self, Rejects};
 use crate::virtio::{Interrupt, InterruptKind};
 use sandbox::private::SocketFile;
 use std::io;
@@ -29,8 +30,6 @@ use vmm_sys_util::eventfd::EventFd;
 const TX_BUDGET: usize = 1 << 20;
 /// Largest read from the client into one receive buffer.
 const RX_CHUNK: usize = 16 * 1024;
-/// Rejected chains logged at warning level per activation; later ones go to debug.
-const LOUD_REJECTS: u32 = 8;
 /// How long to stop accepting after running out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -46,26 +45,26 @@ pub(super) struct Active {
     pub cursor: Option<TxCursor>,
     /// The driver broke a queue: nothing is served until a device reset.
     pub broken: bool,
-    pub rejects: u32,
+    pub rejects: Rejects,
 }
 
 impl Active {
     fn mark_broken(&mut self, why: &dyn std::fmt::Display) {
-        if !self.broken {
-            log::error!("virtio-console: the driver broke a queue ({why}); device needs reset");
-            self.broken = true;
+        let interrupt = Some(&*self.interrupt);
+        if faults::mark_broken(
+            &mut self.broken,
+            interrupt,
+            &"virtio-console",
+            "a queue",
+            why,
+        ) {
             self.cursor = None;
-            self.interrupt.set_needs_reset();
         }
     }
 
     fn reject(&mut self, queue: &str, why: &dyn std::fmt::Display) {
-        self.rejects = self.rejects.saturating_add(1);
-        if self.rejects <= LOUD_REJECTS {
-            log::warn!("virtio-console: bad {queue} buffer: {why}");
-        } else {
-            log::debug!("virtio-console: bad {queue} buffer: {why}");
-        }
+        self.rejects
+            .log(&format_args!("virtio-console: bad {queue} buffer"), why);
     }
 
     /// Returns chain `head` of `rx` (or of the transmitq) with `len` bytes written.

@@ -19,6 +19,7 @@ use super::rx::{self, RxOutcome, RxScratch};
 use super::slot::NicSlot;
 use super::tap::VNET_HDR_LEN;
 use super::tx::{self, IoVecs, MAX_TX_LEN};
+use crate::virtio::faults::{self, Rejects};
 use crate::virtio::features::{bit, RING_EVENT_IDX, RING_INDIRECT_DESC, VERSION_1};
 use crate::virtio::pause::WorkerPause;
 use crate::virtio::vhost::Vring;
@@ -36,8 +37,6 @@ use vmm_sys_util::ioctl::ioctl_with_ref;
 
 /// Frames handled per direction before the thread looks at its other events again.
 const BATCH: usize = 256;
-/// Refused chains logged at warning level per activation; later ones go to debug.
-const LOUD_REJECTS: u32 = 8;
 /// Room for the largest frame a TAP hands over with TSO: header, 64 KiB segment, headers.
 const RX_BUF_LEN: usize = MAX_TX_LEN;
 
@@ -97,7 +96,7 @@ struct Running {
     broken: [bool; 2],
     scratch: RxScratch,
     iov: IoVecs,
-    rejects: u32,
+    rejects: Rejects,
 }
 
 /// Handle on a running thread; dropping it stops and joins the thread.
@@ -134,7 +133,7 @@ impl WorkerHandle {
             broken: [broken; 2],
             scratch: RxScratch::default(),
             iov: IoVecs(Vec::with_capacity(64)),
-            rejects: 0,
+            rejects: Rejects::default(),
         };
         let thread = std::thread::Builder::new()
             .name(name)
@@ -529,24 +528,20 @@ impl Running {
 
     /// The driver broke queue `q` itself: stop serving it until a device reset.
     fn mark_broken(&mut self, q: usize, why: &dyn std::fmt::Display) {
-        if !self.broken[q] {
-            log::error!(
-                "virtio-net {}: the driver broke the {} queue ({why}); device needs reset",
-                self.index(),
-                if q == RX { "receive" } else { "transmit" }
-            );
-            self.broken[q] = true;
-            self.w.interrupt.set_needs_reset();
-        }
+        let device = format_args!("virtio-net {}", self.w.slot.index);
+        let queue = if q == RX {
+            "the receive queue"
+        } else {
+            "the transmit queue"
+        };
+        let interrupt = Some(&*self.w.interrupt);
+        faults::mark_broken(&mut self.broken[q], interrupt, &device, queue, why);
     }
 
     fn reject(&mut self, what: &str, why: &dyn std::fmt::Display) {
-        self.rejects = self.rejects.saturating_add(1);
-        if self.rejects <= LOUD_REJECTS {
-            log::warn!("virtio-net {}: {what}: {why}", self.index());
-        } else {
-            log::debug!("virtio-net {}: {what}: {why}", self.index());
-        }
+        let index = self.index();
+        self.rejects
+            .log(&format_args!("virtio-net {index}: {what}"), why);
     }
 
     fn notify(&mut self, q: usize) {

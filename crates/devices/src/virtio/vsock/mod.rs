@@ -200,7 +200,7 @@ impl VirtioDevice for Vsock {
                 generation,
                 acked: self.acked,
                 broken: false,
-                rejects: 0,
+                rejects: Default::default(),
             });
         }
         self.shared.wake();

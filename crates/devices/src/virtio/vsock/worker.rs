@@ -18,6 +18,7 @@ use super::vhost::VhostVsock;
 use super::{MAX_PAYLOAD, QUEUE_SIZE};
 use crate::bus::lock;
 use crate::virtio::console::chains::{input_buffers, scatter, Mem, TxCursor};
+use crate::virtio::faults::{self, Rejects};
 use crate::virtio::vhost::Vring;
 use crate::virtio::{Interrupt, InterruptKind};
 use sandbox::private::SocketFile;
@@ -39,8 +40,6 @@ pub const EVT: usize = 2;
 const MAX_DESCS: usize = QUEUE_SIZE as usize;
 /// Guest packets taken per turn before the thread looks at its other work.
 const TX_BUDGET: usize = 256;
-/// Rejected chains logged at warning level per activation; later ones go to debug.
-const LOUD_REJECTS: u32 = 8;
 /// How long the device waits for the guest to handle a transport reset (it re-posts the event
 /// buffer when it has reset its sockets) before it serves connections again: a connection
 /// accepted before the guest handled the reset would be reset with the old ones.
@@ -61,25 +60,18 @@ pub(super) struct Active {
     pub acked: u64,
     /// The driver broke a queue: nothing is served until a device reset.
     pub broken: bool,
-    pub rejects: u32,
+    pub rejects: Rejects,
 }
 
 impl Active {
     fn mark_broken(&mut self, why: &dyn std::fmt::Display) {
-        if !self.broken {
-            log::error!("virtio-vsock: the driver broke a queue ({why}); device needs reset");
-            self.broken = true;
-            self.interrupt.set_needs_reset();
-        }
+        let interrupt = Some(&*self.interrupt);
+        faults::mark_broken(&mut self.broken, interrupt, &"virtio-vsock", "a queue", why);
     }
 
     fn reject(&mut self, queue: &str, why: &dyn std::fmt::Display) {
-        self.rejects = self.rejects.saturating_add(1);
-        if self.rejects <= LOUD_REJECTS {
-            log::warn!("virtio-vsock: bad {queue} buffer: {why}");
-        } else {
-            log::debug!("virtio-vsock: bad {queue} buffer: {why}");
-        }
+        self.rejects
+            .log(&format_args!("virtio-vsock: bad {queue} buffer"), why);
     }
 
     fn add_used(&mut self, q: usize, head: u16, len: u32) -> bool {

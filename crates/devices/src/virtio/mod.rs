@@ -35,6 +35,7 @@ pub mod block;
 mod cmdline;
 pub mod console;
 mod device;
+pub(crate) mod device_thread;
 pub(crate) mod faults;
 mod interrupt;
 mod mmio;

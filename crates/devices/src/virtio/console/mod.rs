@@ -41,10 +41,10 @@ use super::{
 };
 use crate::bus::lock;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 /// Maximum (and offered) size of each queue.
 pub const QUEUE_SIZE: u16 = 256;
@@ -62,16 +62,16 @@ pub struct Console {
 impl Console {
     /// A console serving `socket`; starts its thread.
     pub fn new(socket: ConsoleSocket) -> io::Result<Self> {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
+        let shared = Arc::new(Shared::new(
+            "console",
+            State {
                 active: None,
                 output: OutputBuffer::new(BUFFER_SIZE),
                 tx_skip: 0,
                 paused: false,
                 stop: false,
-            }),
-            wake: EventFd::new(EFD_NONBLOCK)?,
-        });
+            },
+        )?);
         let worker = WorkerHandle::spawn(shared.clone(), socket)?;
         Ok(Self {
             shared,

@@ -10,6 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 use virtio_queue::desc::split::Descriptor;
+use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
 /// A console with both queues running: `rx` and `tx` are the guest's view of them.
 struct Rig<'a> {

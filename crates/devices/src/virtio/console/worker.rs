@@ -13,14 +13,14 @@ use super::buffer::OutputBuffer;
 use super::chains::{input_buffers, scatter, Mem, TxCursor};
 use super::QUEUE_SIZE;
 use crate::bus::lock;
+use crate::virtio::device_thread::{self, ThreadHandle, ThreadState};
 use crate::virtio::faults::{self, Rejects};
 use crate::virtio::{Interrupt, InterruptKind};
 use sandbox::private::SocketFile;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestAddress;
@@ -132,25 +132,18 @@ pub(super) struct State {
     pub stop: bool,
 }
 
-pub(super) struct Shared {
-    pub state: Mutex<State>,
-    /// Tells the thread that `state` changed (activation, reset, stop).
-    pub wake: EventFd,
-}
-
-impl Shared {
-    pub fn wake(&self) {
-        if let Err(e) = self.wake.write(1) {
-            log::error!("virtio-console: cannot wake the console thread: {e}");
-        }
+impl ThreadState for State {
+    fn request_stop(&mut self) {
+        self.stop = true;
     }
 }
 
+pub(super) type Shared = device_thread::Shared<State>;
+
 /// The running thread; dropping it stops the thread and removes the socket file.
 pub(super) struct WorkerHandle {
-    shared: Arc<Shared>,
+    thread: ThreadHandle<State>,
     file: SocketFile,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl WorkerHandle {
@@ -166,24 +159,12 @@ impl WorkerHandle {
             bufs: Vec::with_capacity(usize::from(QUEUE_SIZE)),
             bounce: vec![0; RX_CHUNK].into_boxed_slice(),
         };
-        let thread = std::thread::Builder::new()
-            .name("console".into())
-            .spawn(move || worker.run())?;
-        Ok(Self {
-            shared,
-            file,
-            thread: Some(thread),
-        })
+        let thread = ThreadHandle::spawn(shared, move || worker.run())?;
+        Ok(Self { thread, file })
     }
 
     pub fn stop(&mut self) {
-        lock(&self.shared.state).stop = true;
-        self.shared.wake();
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                log::error!("virtio-console: the console thread panicked");
-            }
-        }
+        self.thread.stop();
         self.file.remove();
     }
 }

@@ -49,11 +49,11 @@ use super::{
 };
 use crate::bus::lock;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 /// Maximum (and offered) size of each queue.
 pub const QUEUE_SIZE: u16 = 256;
@@ -91,8 +91,9 @@ impl Vsock {
                 config::vhost_offered_features(dev.features().map_err(io::Error::other)?),
             ),
         };
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
+        let shared = Arc::new(Shared::new(
+            "vsock",
+            State {
                 active: None,
                 generation: 0,
                 reset_event: false,
@@ -101,9 +102,8 @@ impl Vsock {
                 connections: 0,
                 next_port: muxer::FIRST_LOCAL_PORT,
                 restore_port: None,
-            }),
-            wake: EventFd::new(EFD_NONBLOCK)?,
-        });
+            },
+        )?);
         let worker = WorkerHandle::spawn(shared.clone(), backend, guest_cid)?;
         Ok(Self {
             guest_cid,

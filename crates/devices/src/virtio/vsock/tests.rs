@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::Duration;
+use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
 struct Rig<'a> {
     m: &'a Arc<GuestMemoryMmap>,

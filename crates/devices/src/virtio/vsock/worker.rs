@@ -18,6 +18,7 @@ use super::vhost::VhostVsock;
 use super::{MAX_PAYLOAD, QUEUE_SIZE};
 use crate::bus::lock;
 use crate::virtio::console::chains::{input_buffers, scatter, Mem, TxCursor};
+use crate::virtio::device_thread::{self, ThreadHandle, ThreadState};
 use crate::virtio::faults::{self, Rejects};
 use crate::virtio::vhost::Vring;
 use crate::virtio::{Interrupt, InterruptKind};
@@ -25,8 +26,7 @@ use sandbox::private::SocketFile;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Instant;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestAddress;
@@ -148,18 +148,13 @@ pub(super) struct State {
     pub restore_port: Option<u32>,
 }
 
-pub(super) struct Shared {
-    pub state: Mutex<State>,
-    pub wake: EventFd,
-}
-
-impl Shared {
-    pub fn wake(&self) {
-        if let Err(e) = self.wake.write(1) {
-            log::error!("virtio-vsock: cannot wake the vsock thread: {e}");
-        }
+impl ThreadState for State {
+    fn request_stop(&mut self) {
+        self.stop = true;
     }
 }
+
+pub(super) type Shared = device_thread::Shared<State>;
 
 /// The host side a thread serves.
 pub enum Backend {
@@ -169,9 +164,8 @@ pub enum Backend {
 
 /// The running thread; dropping it stops the thread (and removes the socket file).
 pub(super) struct WorkerHandle {
-    shared: Arc<Shared>,
+    thread: ThreadHandle<State>,
     file: Option<SocketFile>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl WorkerHandle {
@@ -198,24 +192,12 @@ impl WorkerHandle {
             bufs: Vec::with_capacity(MAX_DESCS),
             bounce: vec![0; HDR_LEN + MAX_PAYLOAD].into_boxed_slice(),
         };
-        let thread = std::thread::Builder::new()
-            .name("vsock".into())
-            .spawn(move || worker.run())?;
-        Ok(Self {
-            shared,
-            file,
-            thread: Some(thread),
-        })
+        let thread = ThreadHandle::spawn(shared, move || worker.run())?;
+        Ok(Self { thread, file })
     }
 
     pub fn stop(&mut self) {
-        lock(&self.shared.state).stop = true;
-        self.shared.wake();
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                log::error!("virtio-vsock: the vsock thread panicked");
-            }
-        }
+        self.thread.stop();
         if let Some(f) = &self.file {
             f.remove();
         }

@@ -20,9 +20,11 @@ for p in (HERE, os.path.join(HERE, "..", "e2e")):
 import build  # noqa: E402
 import nested  # noqa: E402
 
-# A test that failed while an L2 was in the nested emulator's known fault (nested.L1.l0_fault)
-# runs once more; the first failure is listed at the end of the session.
+# A test that failed while an L2 was in the nested emulator's known fault (nested.L1.l0_fault),
+# or while L1 itself had stopped answering (then L1 boots afresh), runs once more; the first
+# failure is listed at the end of the session.
 L0_FAULT = pytest.StashKey[str]()
+L1_OF = pytest.StashKey[nested.L1]()
 RERUNS: list[tuple[str, str, str]] = []
 
 
@@ -91,10 +93,15 @@ def pytest_runtest_makereport(item, call):
         if machine is not None:
             try:
                 rep.sections.append(("nested consoles and logs", machine.tails()))
-                fault = machine.l0_fault()
+                if machine.agent_unresponsive:
+                    # L1 itself stopped answering: the emulator again (it runs nothing else).
+                    fault = "the L1 agent stopped answering; L1 is booted afresh"
+                else:
+                    fault = machine.l0_fault()
                 if fault is not None:
                     rep.sections.append(("nested emulator fault (L0, not the VMM)", fault))
                     item.stash[L0_FAULT] = fault
+                    item.stash[L1_OF] = machine
             except Exception as e:  # the report must not hide the failure itself
                 rep.sections.append(("nested consoles and logs", f"unavailable: {e}"))
 
@@ -108,6 +115,9 @@ def pytest_runtest_protocol(item, nextitem):
         first = next((r for r in reports if r.failed), None)
         RERUNS.append((item.nodeid, fault, first.longreprtext[-1500:] if first else ""))
         del item.stash[L0_FAULT]
+        machine = item.stash[L1_OF]
+        if machine.agent_unresponsive:
+            machine.restart()
         item._initrequest()
         reports = runtestprotocol(item, nextitem=nextitem, log=False)
     for r in reports:

@@ -267,6 +267,19 @@ class L1:
         self.boot_seconds = time.monotonic() - t0
         return self
 
+    def restart(self) -> None:
+        """Boots a fresh L1 in place of this one, after the emulator left it unable to answer;
+        its VMs went with it (and are marked gone, so nothing signals their pids in the new
+        L1). Host-side forwards keep working: they reach the new agent on the same port."""
+        for vm in self.vms:
+            vm._exit = vm._exit or {"exited": False, "rc": None, "signal": None, "lost": True}
+        self.vms = []
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.agent_unresponsive = False
+        self.start()
+
     def l0_fault(self) -> Optional[str]:
         """The nested emulator's known fault, if an L2 is in it now: QEMU's TCG emulation of SVM
         (L0) sometimes resumes an L2 vCPU with L1's own state, its rip inside L1's `kvm_amd`
@@ -550,7 +563,8 @@ class L2:
         return self._exit
 
     def kill(self) -> None:
-        if self._exit is None:
+        # An L1 that stopped answering cannot signal it (each try would wait for the timeout).
+        if self._exit is None and not self.l1.agent_unresponsive:
             try:
                 self.l1.signal(self.pid, 9)
                 self.wait_exit(30)

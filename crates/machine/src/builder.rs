@@ -7,6 +7,7 @@
 
 use crate::attach::{attach_disk_slots, attach_nic_slots, HostResources};
 use crate::boot::{cpuid, kernel, mptable, params, regs};
+use crate::coalesced::CoalescedRing;
 use crate::exit::ExitNotifier;
 use crate::hotplug::BootDevice;
 use crate::layout::*;
@@ -244,9 +245,26 @@ fn create_vcpus(
             exit: w.exit.clone(),
             panic: w.panic.clone(),
             msr_indices: w.msr_indices.clone(),
+            coalesced: None,
         });
     }
+    coalesce_ports(kvm, vm, &mut vcpus)?;
     Ok(vcpus)
+}
+
+/// Lets KVM record the writes of the ports that only latch a value (the RTC's index) instead of
+/// exiting, each vCPU replaying them before it handles an exit.
+fn coalesce_ports(kvm: &Kvm, vm: &VmFd, vcpus: &mut [Vcpu]) -> Result<(), MachineError> {
+    let Some(first) = vcpus.first() else {
+        return Ok(());
+    };
+    let ring = CoalescedRing::attach(kvm, vm, &first.fd, crate::legacy::COALESCED_PORTS)
+        .map_err(|e| dev_err("coalesced ports", &e))?
+        .map(Arc::new);
+    for v in vcpus {
+        v.coalesced = ring.clone();
+    }
+    Ok(())
 }
 
 /// Everything both recipes build the same way, from `kvm` and a created VM onwards.

@@ -14,6 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use vmm_sys_util::eventfd::EventFd;
 
+/// The RTC's index port, whose writes KVM may record instead of exiting: the index only
+/// matters to the next access of the data port (0x71), which exits.
+pub const COALESCED_PORTS: &[(u16, u32)] = &[(0x70, 1)];
+
 /// What the event loop serves of the legacy devices.
 pub struct LegacyDevices {
     pub serial: Arc<Mutex<SerialDevice>>,

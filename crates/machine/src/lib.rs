@@ -4,6 +4,7 @@ pub mod attach;
 pub mod boot;
 pub mod builder;
 pub mod cleanup;
+pub mod coalesced;
 pub mod console_escape;
 pub mod exit;
 pub mod guest_panic;

@@ -2,6 +2,7 @@
 //! and MMIO exits to the buses, and parks when the VM is paused. A real-time signal kicks a
 //! thread out of `KVM_RUN` (through `immediate_exit`, so a kick racing with entry is not lost).
 
+use crate::coalesced::CoalescedRing;
 use crate::exit::{ExitNotifier, VmExitReason};
 use crate::snapshot::vcpu::VcpuState;
 use devices::pvpanic::{PanicNotifier, PVPANIC_PANICKED};
@@ -204,6 +205,8 @@ pub struct Vcpu {
     pub panic: Arc<PanicNotifier>,
     /// The MSRs a snapshot saves (KVM_GET_MSR_INDEX_LIST).
     pub msr_indices: Arc<Vec<u32>>,
+    /// The VM's ring of coalesced port writes, replayed after every `KVM_RUN`.
+    pub coalesced: Option<Arc<CoalescedRing>>,
 }
 
 /// What to do after one exit.
@@ -247,7 +250,12 @@ impl Vcpu {
             if !running {
                 break;
             }
-            let next = match self.fd.run() {
+            let run = self.fd.run();
+            // Writes KVM recorded come before the exit that ended this run.
+            if let Some(ring) = &self.coalesced {
+                ring.replay(&self.pio, &self.mmio);
+            }
+            let next = match run {
                 Ok(exit) => handle_exit(exit, &self.pio, &self.mmio),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     self.fd.set_kvm_immediate_exit(0);

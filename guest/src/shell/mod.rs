@@ -8,6 +8,7 @@
 mod balloon;
 mod basic;
 mod blk;
+mod cmos;
 mod con;
 pub(crate) mod mem;
 mod net;
@@ -38,6 +39,7 @@ const GROUPS: &[&[Command]] = &[
     balloon::COMMANDS,
     con::COMMANDS,
     vsock::COMMANDS,
+    cmos::COMMANDS,
     power::COMMANDS,
 ];
 

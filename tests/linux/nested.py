@@ -519,7 +519,28 @@ class L2:
                 parts.append(f"--- L2 {self.name} VMM {what} ({path}, tail) ---\n{r['out']}")
             except NestedError as e:
                 parts.append(f"--- L2 {self.name} VMM {what}: unavailable ({e}) ---")
+        if not self.l1.agent_unresponsive:
+            parts.append(self._fate())
         return "\n".join(parts)
+
+    def _fate(self) -> str:
+        """Whether the VMM still runs; if it ended, its status and what L1's kernel said of it
+        (the OOM killer, a fault, a seccomp kill), which its own stderr cannot."""
+        head = f"--- L2 {self.name} VMM (pid {self.pid})"
+        try:
+            r = self._exit or self.l1.wait(self.pid, 1)
+        except NestedError as e:
+            return f"{head}: status unavailable ({e}) ---"
+        if r is None:
+            return f"{head}: still running ---"
+        self._exit = r
+        try:
+            k = self.l1.exec("dmesg | grep -i -E 'oom|killed process|segfault|traps:|type=1326|"
+                             f"general protection|\\[{self.pid}\\]' | tail -8",
+                             timeout=10, check=False)["out"]
+        except NestedError as e:
+            k = f"unavailable ({e})"
+        return f"{head}: exited, rc {r.get('rc')}, signal {r.get('signal')}; L1's kernel log ---\n{k}"
 
     def wait_for(self, pattern, timeout: float = 120, start: Optional[int] = None):
         return self.console.wait_for(pattern, timeout, start, what=self.tails)

@@ -197,6 +197,20 @@ def test_the_console_thread_is_filtered(tmp_path):
         vm.kill()
 
 
+def test_a_fatal_signal_under_seccomp_is_reported_as_itself(tmp_path):
+    """Rust's own SIGSEGV handler would call sigaction(2), which no filter allows, and the crash
+    would read as a forbidden system call; the VMM's handler names the signal and cleans up."""
+    sock, log = tmp_path / "vm.sock", tmp_path / "vm.log"
+    vm, _ = boot(stratovirt_cmd(qmp=str(sock), extra=["-D", str(log)]))
+    vm.proc.send_signal(signal.SIGSEGV)
+    assert vm.wait_exit(10) == 128 + signal.SIGSEGV
+    text = log.read_text()
+    assert re.search(rf"ERROR \[\S+\] fatal signal SIGSEGV sent by process {os.getpid()} "
+                     r"on thread \S+; stopping the VMM", text), text[-2000:]
+    assert "forbidden system call" not in text, text[-2000:]
+    assert not sock.exists(), "the QMP socket is removed"
+
+
 def test_disable_seccomp_leaves_threads_unfiltered(tmp_path):
     sock = tmp_path / "vm.sock"
     img = disk(tmp_path)

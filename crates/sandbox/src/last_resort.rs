@@ -1,7 +1,7 @@
 //! Clean-ups for the exits that cannot take the normal path (`machine::cleanup`): the SIGSYS
-//! handler of a seccomp violation and a panic. They only use async-signal-safe system calls
-//! (`unlink`, `tcsetattr`), which every thread's seccomp filter allows: remove the pidfile and
-//! the sockets, put the terminal back.
+//! handler of a seccomp violation, the handler of a fatal fault, and a panic. They only use
+//! async-signal-safe system calls (`unlink`, `tcsetattr`), which every thread's seccomp filter
+//! allows: remove the pidfile and the sockets, put the terminal back.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;

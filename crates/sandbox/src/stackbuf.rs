@@ -52,6 +52,22 @@ impl<const N: usize> StackBuf<N> {
         self.push_num(v.unsigned_abs(), 0)
     }
 
+    /// `v` in hex with `0x`, as the log prints addresses.
+    pub(crate) fn push_hex(&mut self, v: u64) -> &mut Self {
+        let mut digits = [0u8; 16];
+        let mut i = digits.len();
+        let mut v = v;
+        loop {
+            i -= 1;
+            digits[i] = b"0123456789abcdef"[(v & 0xf) as usize];
+            v >>= 4;
+            if v == 0 {
+                break;
+            }
+        }
+        self.push(b"0x").push(&digits[i..])
+    }
+
     /// The logger's timestamp (`2026-11-21T20:31:05.123456Z`) for `secs`.`micros` since 1970.
     pub(crate) fn push_timestamp(&mut self, secs: i64, micros: u32) -> &mut Self {
         let (y, mo, d) = crate::logger::civil(secs.div_euclid(86_400));
@@ -90,6 +106,13 @@ mod tests {
         let mut small = StackBuf::<4>::new();
         small.push_str("abcdef");
         assert_eq!(small.as_bytes(), b"abcd");
+        let mut hex = StackBuf::<64>::new();
+        hex.push_hex(0)
+            .push(b" ")
+            .push_hex(0xdead_beef)
+            .push(b" ")
+            .push_hex(u64::MAX);
+        assert_eq!(hex.as_bytes(), b"0x0 0xdeadbeef 0xffffffffffffffff");
     }
 
     #[test]

@@ -18,6 +18,26 @@ fn filtered(kind: ThreadKind, body: impl FnOnce()) -> (i32, String) {
 }
 
 #[test]
+fn a_fault_under_a_filter_is_reported_as_itself() {
+    for kind in ThreadKind::ALL {
+        let (code, err) = filtered(kind, || {
+            say("before\n");
+            // SAFETY: ud2 raises SIGILL, whose handler ends the process; it never returns.
+            unsafe { std::arch::asm!("ud2") };
+            say("after\n");
+        });
+        assert_eq!(code, 128 + libc::SIGILL, "{kind:?}: {err}");
+        assert!(!err.contains("after"), "{err}");
+        assert!(
+            err.contains("fatal signal SIGILL at address 0x"),
+            "{kind:?}: {err}"
+        );
+        assert!(!err.contains("forbidden system call"), "{err}");
+        assert!(err.contains(" ERROR ["), "in the log's format: {err}");
+    }
+}
+
+#[test]
 fn a_denied_call_traps_and_names_the_call_and_thread() {
     for kind in ThreadKind::ALL {
         let (code, err) = filtered(kind, || {

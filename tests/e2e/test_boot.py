@@ -215,6 +215,21 @@ def test_signal_exits_cleanly(tmp_path, sig):
     assert not sock.exists()
 
 
+def test_a_triple_fault_resets_and_says_where(tmp_path):
+    """A guest that triple-faults says nothing itself: the VMM ends (a reset, as with reboot=k)
+    and its log names the vCPU, the RIP and the instruction."""
+    # ud2 at the entry point, with no IDT: #UD, then #GP for the missing gate, then shutdown.
+    k = tmp_path / "ud2.bin"
+    k.write_bytes(bytes([0x0f, 0x0b]).ljust(4096, b"\xf4"))
+    log = tmp_path / "vm.log"
+    r = subprocess.run([BIN, "-kernel", str(k), "-m", "128", "-D", str(log)], capture_output=True,
+                       text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    text = log.read_text()
+    assert "vCPU 0: triple fault at RIP 0x1000000, instruction bytes: 0f 0b f4" in text, text
+    assert "VM shutting down: guest-reset" in text, text
+
+
 def test_emulation_failure_names_vcpu_rip_and_bytes(tmp_path):
     # A raw kernel whose first instruction is SSE (xorps %xmm0,%xmm0), which this host's
     # instruction emulator lacks; on a VT-x/AMD-V host it runs, so accept either outcome

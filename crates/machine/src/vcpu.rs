@@ -215,6 +215,8 @@ enum Next {
     /// The guest reported a crash (`KVM_SYSTEM_EVENT_CRASH`); it may run on until paused.
     Panicked,
     Stop(VmExitReason),
+    /// A triple fault: what a PC does is reset.
+    TripleFault,
     Fatal(&'static str),
 }
 
@@ -271,6 +273,15 @@ impl Vcpu {
                 Next::Panicked => self.panic.report(PVPANIC_PANICKED),
                 Next::Stop(reason) => {
                     self.exit.notify(reason);
+                    break;
+                }
+                Next::TripleFault => {
+                    // Said once, in the log: a guest that resets this way says nothing itself.
+                    log::info!(
+                        "{}; the guest resets",
+                        self.describe_failure("triple fault")
+                    );
+                    self.exit.notify(VmExitReason::GuestReset);
                     break;
                 }
                 Next::Fatal(what) => {
@@ -335,8 +346,7 @@ fn handle_exit(exit: VcpuExit, pio: &Bus, mmio: &Bus) -> Next {
             Next::Continue
         }
         VcpuExit::Hlt | VcpuExit::Intr | VcpuExit::IrqWindowOpen => Next::Continue,
-        // A triple fault: what a PC does is reset.
-        VcpuExit::Shutdown => Next::Stop(VmExitReason::GuestReset),
+        VcpuExit::Shutdown => Next::TripleFault,
         VcpuExit::SystemEvent(kind, _) => match kind {
             kvm_bindings::KVM_SYSTEM_EVENT_RESET => Next::Stop(VmExitReason::GuestReset),
             kvm_bindings::KVM_SYSTEM_EVENT_CRASH => Next::Panicked,

@@ -27,13 +27,18 @@ impl<const N: usize> StackBuf<N> {
 
     /// `v` in decimal, zero-padded to at least `width` digits.
     pub(crate) fn push_num(&mut self, v: u64, width: usize) -> &mut Self {
+        self.push_radix(v, 10, width)
+    }
+
+    /// `v`'s digits in `radix` (10 or 16, lower case), zero-padded to at least `width`.
+    fn push_radix(&mut self, v: u64, radix: u64, width: usize) -> &mut Self {
         let mut digits = [0u8; 20];
         let mut i = digits.len();
         let mut v = v;
         loop {
             i -= 1;
-            digits[i] = b'0' + (v % 10) as u8;
-            v /= 10;
+            digits[i] = b"0123456789abcdef"[(v % radix) as usize];
+            v /= radix;
             if v == 0 {
                 break;
             }
@@ -54,18 +59,7 @@ impl<const N: usize> StackBuf<N> {
 
     /// `v` in hex with `0x`, as the log prints addresses.
     pub(crate) fn push_hex(&mut self, v: u64) -> &mut Self {
-        let mut digits = [0u8; 16];
-        let mut i = digits.len();
-        let mut v = v;
-        loop {
-            i -= 1;
-            digits[i] = b"0123456789abcdef"[(v & 0xf) as usize];
-            v >>= 4;
-            if v == 0 {
-                break;
-            }
-        }
-        self.push(b"0x").push(&digits[i..])
+        self.push(b"0x").push_radix(v, 16, 0)
     }
 
     /// The logger's timestamp (`2026-11-21T20:31:05.123456Z`) for `secs`.`micros` since 1970.
